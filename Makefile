@@ -1,0 +1,33 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-dev
+
+.PHONY: demo test test-all bench lessons assignments clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[dev,lessons]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m mamba_from_scratch demo --out results/demo
+
+# The whole suite: unit tests, the CUDA kernels under the simulator, and the lessons in fast mode.
+test: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -q
+
+# Also the slow experiment checks.
+test-all: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -q -m ""
+
+bench: $(STAMP)
+	$(PY) -m mamba_from_scratch bench scan
+	$(PY) -m mamba_from_scratch bench train-step
+
+clean:
+	rm -rf $(VENV) build results .pytest_cache
