@@ -1,0 +1,93 @@
+"""Every layer's hand-written backward against float64 central finite differences."""
+import numpy as np
+import pytest
+
+from mamba_from_scratch.gradcheck import numerical_grad, rel_error
+from mamba_from_scratch.layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward,
+                                       rmsnorm_backward, rmsnorm_forward, sigmoid, silu_backward, silu_forward,
+                                       softplus_backward, softplus_forward, softplus_inverse)
+
+TOL = 1e-6
+
+
+def check_layer(forward, backward, inputs, seed=0):
+    """FD-check ``backward`` for L = sum(forward(*inputs)[0] * dout) w.r.t. every array input.
+
+    ``backward`` returns gradients in the order of ``inputs`` (None for non-array inputs).
+    """
+    rng = np.random.default_rng(seed)
+    out, cache = forward(*inputs)
+    dout = rng.normal(size=out.shape)
+    dout_copy = dout.copy()
+    grads = backward(dout, cache)
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    assert np.array_equal(dout, dout_copy), "backward must not write into dout"
+    for i, (x, g) in enumerate(zip(inputs, grads)):
+        if x is None:
+            continue
+        num = numerical_grad(lambda: float(np.sum(forward(*inputs)[0] * dout)), x)
+        assert g.shape == x.shape, f"input {i}: gradient shape {g.shape} != {x.shape}"
+        assert rel_error(g, num) < TOL, f"input {i}: rel error {rel_error(g, num):.2e}"
+
+
+def test_linear_with_and_without_bias():
+    rng = np.random.default_rng(1)
+    x, w, b = rng.normal(size=(2, 5, 3)), rng.normal(size=(4, 3)), rng.normal(size=4)
+    check_layer(linear_forward, linear_backward, [x, w, b])
+    out, cache = linear_forward(x, w)
+    assert linear_backward(np.ones_like(out), cache)[2] is None
+    check_layer(lambda x, w: linear_forward(x, w), lambda d, c: linear_backward(d, c)[:2], [x, w])
+
+
+def test_rmsnorm():
+    rng = np.random.default_rng(2)
+    check_layer(rmsnorm_forward, rmsnorm_backward, [rng.normal(size=(2, 5, 3)), rng.normal(size=3)])
+
+
+def test_rmsnorm_matches_definition():
+    rng = np.random.default_rng(3)
+    x, w = rng.normal(size=(4, 7)), rng.normal(size=7)
+    want = x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-5) * w
+    assert np.allclose(rmsnorm_forward(x, w)[0], want, rtol=1e-14)
+
+
+def test_silu_and_softplus():
+    rng = np.random.default_rng(4)
+    check_layer(silu_forward, silu_backward, [rng.normal(size=(2, 5, 3)) * 3])
+    check_layer(softplus_forward, softplus_backward, [rng.normal(size=(2, 5, 3)) * 3])
+
+
+def test_softplus_is_stable_for_large_inputs():
+    x = np.array([-1000.0, -50.0, 0.0, 50.0, 1000.0])
+    y, _ = softplus_forward(x)
+    assert np.all(np.isfinite(y))
+    assert y[-1] == 1000.0 and y[3] == 50.0 and abs(y[2] - np.log(2)) < 1e-15
+    assert 0 < y[1] < 1e-21 and y[0] == 0.0
+    assert np.array_equal(sigmoid(np.array([-1000.0, 1000.0])), [0.0, 1.0])
+    dt = np.array([1e-4, 1e-3, 0.05, 0.1, 3.0])
+    assert np.allclose(softplus_forward(softplus_inverse(dt))[0], dt, rtol=1e-12)
+
+
+@pytest.mark.parametrize("l", [1, 2, 6])  # l = 1 and l < d_conv are the edge cases
+def test_conv1d(l):
+    rng = np.random.default_rng(5)
+    b, d, k = 2, 3, 4
+    x, w, bias = rng.normal(size=(b, l, d)), rng.normal(size=(d, 1, k)), rng.normal(size=d)
+    state = rng.normal(size=(b, k - 1, d))
+    check_layer(conv1d_forward, conv1d_backward, [x, w, bias, state])
+    check_layer(lambda x, w, bias: conv1d_forward(x, w, bias),
+                lambda dout, c: conv1d_backward(dout, c)[:3], [x, w, bias])
+
+
+def test_conv1d_matches_a_direct_causal_convolution():
+    rng = np.random.default_rng(6)
+    b, l, d, k = 2, 7, 3, 4
+    x, w, bias = rng.normal(size=(b, l, d)), rng.normal(size=(d, 1, k)), rng.normal(size=d)
+    out, _ = conv1d_forward(x, w, bias)
+    want = np.zeros_like(out)
+    for t in range(l):
+        for j in range(k):
+            src = t - (k - 1) + j       # PyTorch Conv1d(padding=k-1) is a cross-correlation
+            if src >= 0:
+                want[:, t] += w[:, 0, j] * x[:, src]
+    assert np.allclose(out, want + bias, rtol=1e-14, atol=1e-14)
