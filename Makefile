@@ -29,5 +29,13 @@ bench: $(STAMP)
 	$(PY) -m mamba_from_scratch bench scan
 	$(PY) -m mamba_from_scratch bench train-step
 
+# Re-create each lesson notebook from its jupytext .py and execute it in full mode.
+lessons: $(STAMP)
+	$(PY) lessons/_tools/notebooks.py build
+
+# Student notebooks (solution cells removed, checks kept) in build/assignments/.
+assignments: $(STAMP)
+	$(PY) lessons/_tools/notebooks.py assignments --out build/assignments
+
 clean:
 	rm -rf $(VENV) build results .pytest_cache
