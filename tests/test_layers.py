@@ -91,3 +91,13 @@ def test_conv1d_matches_a_direct_causal_convolution():
             if src >= 0:
                 want[:, t] += w[:, 0, j] * x[:, src]
     assert np.allclose(out, want + bias, rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype, ulps", [(np.float32, 8), (np.float64, 4)])
+def test_softplus_is_accurate_over_the_whole_range(dtype, ulps):
+    x = np.linspace(-80, 80, 400_001).astype(dtype)
+    got = softplus_forward(x)[0]
+    assert got.dtype == dtype
+    want = np.logaddexp(0, x.astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < ulps * np.finfo(dtype).eps
+    assert np.all(got > 0), "softplus feeds delta, which must stay > 0"
