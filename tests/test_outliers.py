@@ -1,0 +1,189 @@
+"""Paper 3 (outliers): data model, gate as a selective scan, hand-written gradients, floor, CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from mamba_from_scratch.icl.outliers.data import (DataConfig, make_patterns, sample_prompts,
+                                                  split_tasks)
+from mamba_from_scratch.icl.outliers.floor import (error_floor, error_floor_closed,
+                                                   p_no_clean_same)
+from mamba_from_scratch.icl.outliers.model import (gates, hinge_backward, hinge_forward,
+                                                   init_params, model_backward, model_forward)
+from mamba_from_scratch.scan import selective_scan_forward
+
+SMALL = DataConfig(d=8, M1=3, M2=2, V=3, l=5, n_test_pairs=1)
+
+
+def small_batch(seed=0, b=4, p_out=0.5, corruption="flipped"):
+    rng = np.random.default_rng(seed)
+    patterns = make_patterns(SMALL, rng)
+    train_tasks, _ = split_tasks(SMALL, rng)
+    return sample_prompts(SMALL, patterns, train_tasks, b, p_out, corruption, rng)
+
+
+def perturbed_params(model, seed=1):
+    rng = np.random.default_rng(seed)
+    params = init_params(SMALL.d + 1, model, rng)
+    return {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in params.items()}
+
+
+def test_patterns_orthogonal_with_the_right_norms():
+    cfg = DataConfig()
+    p = make_patterns(cfg, np.random.default_rng(0))
+    X = np.concatenate([p.mu, p.nu, p.v])
+    gram = X @ X.T
+    assert np.allclose(gram - np.diag(np.diag(gram)), 0, atol=1e-12)
+    assert np.allclose(np.linalg.norm(p.mu, axis=1), cfg.beta)
+    assert np.allclose(np.linalg.norm(p.nu, axis=1), cfg.beta)
+    assert np.allclose(np.linalg.norm(p.v, axis=1), cfg.outlier_norm)
+    assert np.allclose(p.v_test[0], 0.7 * p.v[0] + 0.6 * p.v[1] - 0.4 * p.v[2])
+    assert np.allclose(p.v_test @ np.concatenate([p.mu, p.nu]).T, 0, atol=1e-12)
+
+
+@pytest.mark.parametrize("split", ["pairs", "ordered"])
+def test_train_and_test_tasks_are_disjoint(split):
+    cfg = DataConfig(task_split=split)
+    train, test = split_tasks(cfg, np.random.default_rng(3))
+    as_set = lambda t: {tuple(x) for x in t}
+    assert not as_set(train) & as_set(test)
+    assert len(train) + len(test) == cfg.M1 * (cfg.M1 - 1)
+    if split == "pairs":  # neither order of a test pair is trained
+        assert not {frozenset(x) for x in train} & {frozenset(x) for x in test}
+
+
+def test_prompt_labels_and_corruptions():
+    cfg = DataConfig()
+    rng = np.random.default_rng(0)
+    patterns = make_patterns(cfg, rng)
+    train, _ = split_tasks(cfg, rng)
+    for corruption in ("flipped", "targeted", "random"):
+        pr = sample_prompts(cfg, patterns, train, 3000, 0.4, corruption, rng)
+        assert pr.P.shape == (3000, cfg.l + 1, cfg.d + 1)
+        assert np.all(pr.P[:, -1, -1] == 0)                       # the query's label slot
+        # the query never carries an outlier: no component along the outlier directions
+        assert np.allclose(pr.P[:, -1, :cfg.d] @ patterns.v.T, 0, atol=1e-9)
+        assert abs(pr.outlier.mean() - 0.4) < 0.01
+        y = pr.P[:, :-1, -1]
+        # clean examples with the query's pattern carry the query's label
+        clean_same = pr.same & ~pr.outlier
+        assert np.all(y[clean_same] == np.broadcast_to(pr.y_query[:, None], y.shape)[clean_same])
+        truth = np.where(pr.same, pr.y_query[:, None], -pr.y_query[:, None])
+        agree = (y == truth)[pr.outlier].mean()
+        if corruption == "flipped":
+            assert agree == 0.0
+        else:
+            assert abs(agree - 0.5) < 0.02
+        if corruption == "targeted":  # all outliers of a prompt claim one class
+            lo = np.where(pr.outlier, y, 2).min(axis=1)
+            hi = np.where(pr.outlier, y, -2).max(axis=1)
+            has = pr.outlier.any(axis=1)
+            assert np.all(lo[has] == hi[has])
+
+
+def test_gate_is_a_selective_scan_with_exact_zoh():
+    """h_t = (1 - s_t) h_{t-1} + s_t z_t is the S6 scan with A = -1, delta = softplus(w.p)."""
+    pr = small_batch()
+    params = perturbed_params("mamba")
+    P, w = pr.P, params["w"]
+    G, s = gates(P, w)
+    # the closed form against the definition G_i = s_i prod_{j>i} (1 - s_j)
+    L = P.shape[1]
+    G_loop = np.array([[s[b, i] * np.prod(1 - s[b, i + 1:]) for i in range(L)] for b in range(len(P))])
+    assert np.allclose(G, G_loop, rtol=1e-12, atol=0)
+    # the package's scan: d_inner = 1 channel, state = z_i = y_i W_B p_i
+    z = P[:, :, -1:] * (P @ params["W_B"].T)                     # (b, L, m)
+    v = P @ w
+    delta = np.log1p(np.exp(v))[..., None]                       # softplus
+    c = P[:, -1] @ params["W_C"].T
+    C = np.ascontiguousarray(np.broadcast_to(c[:, None], z.shape))
+    _, h_last, _ = selective_scan_forward(s[..., None] / delta, delta, -np.ones((1, z.shape[2])),
+                                          z, C, backend="numpy")
+    assert np.allclose(h_last[:, 0], np.einsum("bl,blm->bm", G, z), rtol=1e-12, atol=1e-14)
+    F_closed, _ = model_forward(params, P, "closed")
+    F_scan, _ = model_forward(params, P, "scan")
+    assert np.allclose(F_closed, F_scan, rtol=1e-12, atol=1e-14)
+    assert np.allclose(F_closed, np.einsum("bm,bm->b", h_last[:, 0], c))
+
+
+@pytest.mark.parametrize("model,method", [("mamba", "closed"), ("mamba", "scan"), ("linear", "closed")])
+def test_gradients_match_finite_differences(model, method):
+    pr = small_batch(seed=2)
+    params = perturbed_params(model)
+    dF = np.random.default_rng(5).standard_normal(len(pr.P))
+    _, cache = model_forward(params, pr.P, method)
+    grads = model_backward(dF, cache)
+    assert set(grads) == set(params)
+    eps = 1e-6
+    for key, value in params.items():
+        num = np.zeros_like(value)
+        for idx in np.ndindex(value.shape):
+            old = value[idx]
+            value[idx] = old + eps
+            fp = np.sum(model_forward(params, pr.P, method)[0] * dF)
+            value[idx] = old - eps
+            fm = np.sum(model_forward(params, pr.P, method)[0] * dF)
+            value[idx] = old
+            num[idx] = (fp - fm) / (2 * eps)
+        rel = np.abs(num - grads[key]).max() / max(np.abs(num).max(), 1e-12)
+        assert rel < 1e-6, (key, rel)
+
+
+def test_closed_and_scan_backward_agree():
+    pr = small_batch(seed=4, b=6)
+    params = perturbed_params("mamba", seed=3)
+    dF = np.random.default_rng(6).standard_normal(6)
+    g1 = model_backward(dF, model_forward(params, pr.P, "closed")[1])
+    g2 = model_backward(dF, model_forward(params, pr.P, "scan")[1])
+    for key in params:
+        assert np.allclose(g1[key], g2[key], rtol=1e-9, atol=1e-12)
+
+
+def test_hinge_gradient():
+    rng = np.random.default_rng(0)
+    F, y = rng.standard_normal(7) * 2, rng.choice([-1.0, 1.0], 7)
+    loss, cache = hinge_forward(F, y)
+    dF = hinge_backward(cache)
+    eps = 1e-7
+    num = np.array([(hinge_forward(F + eps * e, y)[0] - hinge_forward(F - eps * e, y)[0]) / (2 * eps)
+                    for e in np.eye(7)])
+    assert np.allclose(dF, num, atol=1e-6)
+    assert loss == pytest.approx(np.maximum(0, 1 - y * F).mean())
+
+
+def test_init_is_the_papers():
+    params = init_params(31, "mamba", np.random.default_rng(0))
+    assert np.allclose(np.diag(params["W_B"])[:30], 0.2) and params["W_B"][30, 30] == 0
+    assert np.count_nonzero(params["W_C"]) == 30
+    assert params["w"].shape == (31,)
+    assert "w" not in init_params(31, "linear", np.random.default_rng(0))
+
+
+def test_floor_exact_and_closed_form_agree_and_match_sampling():
+    alphas = np.linspace(0, 1, 11)
+    for c in ("flipped", "targeted", "random"):
+        assert np.allclose(error_floor(alphas, 20, c), error_floor_closed(alphas, 20, c), rtol=1e-12, atol=1e-15)
+    assert error_floor(0.8, 20, "flipped") == pytest.approx(0.9**20 - 0.5**21)
+    assert 0.11 < float(error_floor(0.8)) < 0.13
+    # Monte Carlo: the share of sampled test prompts with no clean example of the query's pattern
+    cfg = DataConfig()
+    rng = np.random.default_rng(1)
+    patterns = make_patterns(cfg, rng)
+    _, test = split_tasks(cfg, rng)
+    pr = sample_prompts(cfg, patterns, test, 40000, 0.8, "flipped", rng, test=True)
+    share = (~(pr.same & ~pr.outlier).any(axis=1)).mean()
+    p = float(p_no_clean_same(0.8, 20))
+    assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / 40000)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="corruption"):
+        small_batch(corruption="swapped")
+    with pytest.raises(ValueError, match="p_out"):
+        small_batch(p_out=1.5)
+    with pytest.raises(ValueError, match="alpha"):
+        error_floor(1.2)
+    with pytest.raises(ValueError, match="task_split"):
+        DataConfig(task_split="none").validate()
+    with pytest.raises(ValueError, match="method"):
+        model_forward(perturbed_params("mamba"), small_batch().P, "fft")
