@@ -1,0 +1,87 @@
+"""phi(x): the normalised Hermite features of degree <= 2 (SPEC section 3).
+
+    phi(x) = (1, x_1..x_d, (x_i^2 - 1)/sqrt 2 for i = 1..d, x_i x_j for i < j)
+
+Under x ~ N(0, I_d) these D = 1 + d + d + d(d-1)/2 features are orthonormal: E[phi phi^T] = I.
+So a linear functional of phi reads off the degree-1 and degree-2 Hermite coefficients of a
+function of x, which is what the one-layer model's statistic sum_j G_j y_j phi(x_j) estimates.
+For d = 32, D = 561.
+
+Glossary: P prompts, N points per prompt, d inputs, D = feature_dim(d).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..validate import check_float_array, check_positive_int
+
+SQRT2 = math.sqrt(2.0)
+
+
+def feature_dim(d):
+    """D = 1 + 2 d + d (d - 1) / 2."""
+    d = check_positive_int("d", d)
+    return 1 + 2 * d + d * (d - 1) // 2
+
+
+def hermite_features(x):
+    """phi(x) for every row of x.
+
+    Args:
+        x: (..., d).
+    Returns:
+        (..., D) in the order constant, linear, squares, cross products (i < j, row-major).
+    """
+    check_float_array("x", x)
+    d = x.shape[-1]
+    iu, ju = np.triu_indices(d, 1)
+    return np.concatenate([
+        np.ones(x.shape[:-1] + (1,), x.dtype),  # (..., 1)
+        x,                                       # (..., d)
+        (x * x - 1.0) / SQRT2,                   # (..., d)
+        x[..., iu] * x[..., ju],                 # (..., d(d-1)/2)
+    ], axis=-1)
+
+
+def weighted_feature_sum(x, w):
+    """sum_j w_j phi(x_j) per prompt, without materialising phi.
+
+    phi of N points in d = 32 is N x 561 floats per prompt; instead the quadratic block is
+    the weighted second moment X^T diag(w) X, a matrix product per prompt (BLAS), and the
+    constant and linear blocks are sum w and X^T w.
+
+    Args:
+        x: (P, N, d).  w: (P, N).
+    Returns:
+        (P, D).
+    """
+    check_float_array("x", x, ndim=3)
+    P, N, d = x.shape
+    check_float_array("w", w, shape=(P, N))
+    iu, ju = np.triu_indices(d, 1)
+    s0 = w.sum(axis=1)                                   # (P,)
+    s1 = np.einsum("pn,pnd->pd", w, x)                   # (P, d)
+    M = np.empty((P, d, d))
+    for p in range(P):  # one BLAS product per prompt: faster than numpy's batched matmul here
+        M[p] = (x[p].T * w[p]) @ x[p]                    # (d, d) = X^T diag(w) X
+    diag = (np.diagonal(M, axis1=1, axis2=2) - s0[:, None]) / SQRT2  # (P, d)
+    return np.concatenate([s0[:, None], s1, diag, M[:, iu, ju]], axis=1)
+
+
+def relevant_features(d, index_set):
+    """Boolean mask (D,) of the features that depend only on the coordinates in index_set
+    (the constant excluded): the support of the ideal gamma."""
+    D = feature_dim(d)
+    inside = np.zeros(d, bool)
+    inside[np.asarray(index_set)] = True
+    iu, ju = np.triu_indices(d, 1)
+    mask = np.concatenate([[False], inside, inside, inside[iu] & inside[ju]])
+    assert mask.size == D
+    return mask
+
+
+def feature_groups(d):
+    """Integer label (D,) of each feature: 0 constant, 1 linear, 2 square, 3 cross product."""
+    return np.concatenate([[0], np.full(d, 1), np.full(d, 2), np.full(d * (d - 1) // 2, 3)])

@@ -1,0 +1,511 @@
+"""``python -m mamba_from_scratch icl-theory``: paper 1's one-layer gated Mamba vs linear
+attention and kernel ridge regression on Gaussian single-index prompts.
+
+Main run (writes metrics.csv, config.json, error_vs_N.png, table.md into --out):
+    for each link and d: Stage I once per gate, then for each N: Stage II per gate on shared
+    prompts, and every method scored on the same test prompts (Q queries each):
+    the one-layer model per gate, KRR on the full x and on the intrinsic coordinates (for
+    N <= --krr-max-N, on the first --krr-prompts test prompts), the context-free optimum,
+    and the zero predictor. The oracle scores 0 by construction and is not listed.
+Extra studies (each writes its own <name>.csv / .png / .md next to them):
+    --sweep r       N needed for error < --threshold as r varies (d = 32)
+    --sweep d       the same as d varies (r = 4)
+    --ablate gate   product / normalized / two_channel / none on the main grid
+    --ablate pretraining   error at the largest N vs the number of Stage I prompts, the
+                    ideal gamma, and the practical (AdamW) variant
+Every file is written to a temporary name and renamed, so an interrupted run never leaves a
+half-written file, and a re-run into the same --out replaces files whole.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import math
+import os
+import time
+from dataclasses import asdict, replace
+
+import numpy as np
+from tqdm import tqdm
+
+from ..validate import check_choice
+from .features import hermite_features, relevant_features
+from .gated import GATES, context_statistic
+from .krr import DEFAULT_KERNELS, RIDGES_REL, krr_predict
+from .links import make_link
+from .metrics import normalized_error, paired_difference
+from .pretrain import PretrainConfig, practical, stage1, stage2
+from .task import SingleIndexTask
+
+COLUMNS = ["method", "gate", "link", "d", "r", "N", "error", "stderr", "n_prompts", "seed",
+           "diff_vs_zero", "diff_vs_zero_se", "note"]
+LABELS = {("one_layer", "product"): "Mamba, product gate (exact S6)",
+          ("one_layer", "normalized"): "Mamba, normalized gate",
+          ("one_layer", "two_channel"): "Mamba, two-channel gate",
+          ("one_layer", "none"): "linear attention (no gate)",
+          ("krr_full", ""): "KRR on full x", ("krr_intrinsic", ""): "KRR on intrinsic coords",
+          ("context_free", ""): "context-free optimum", ("zero", ""): "zero predictor"}
+
+
+def default_backend():
+    """The compiled Numba scan when the package has it, else the NumPy reference."""
+    return "numba" if importlib.util.find_spec("mamba_from_scratch.scan.cpu") else "numpy"
+
+
+def _ints(text):
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m mamba_from_scratch icl-theory",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--links", help="comma-separated: he1..he6 or poly:c0:c1:... (default he2,he3,he4)")
+    p.add_argument("--d", type=_ints, help="ambient dimensions (default 16,32)")
+    p.add_argument("--r", type=int, default=8, help="intrinsic dimension")
+    p.add_argument("--N", type=_ints, help="context lengths (default 16,32,...,4096)")
+    p.add_argument("--gates", help=f"gates of the main run, from {GATES} (default product,normalized,none)")
+    p.add_argument("--tau", type=float, default=0.1, help="label noise amplitude")
+    p.add_argument("--n-prompts", type=int, help="test prompts per (link, d, N) (default 128)")
+    p.add_argument("--n-queries", type=int, default=32, help="queries per prompt")
+    p.add_argument("--stage1-prompts", type=int, help="T1 (default 1024)")
+    p.add_argument("--stage1-N", type=int, default=512, help="N1, context length of Stage I")
+    p.add_argument("--stage2-prompts", type=int, help="T2 per N (default 256)")
+    p.add_argument("--width", type=int, help="MLP width (default 256)")
+    p.add_argument("--rho", type=float, default=0.25)
+    p.add_argument("--b0", type=float, default=0.0)
+    p.add_argument("--krr-max-N", type=int, help="largest N at which KRR runs, O(N^3) per prompt (default 512)")
+    p.add_argument("--krr-prompts", type=int, help="test prompts KRR is scored on (default 16)")
+    p.add_argument("--threshold", type=float, default=0.5, help="error level of the sample-complexity sweeps")
+    p.add_argument("--sweep", choices=["r", "d"], help="sample-complexity sweep instead of the main run")
+    p.add_argument("--ablate", choices=["gate", "pretraining"], help="ablation instead of the main run")
+    p.add_argument("--backend", default=None, help="scan backend for the product gate (default: numba if built, else numpy)")
+    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (well under 90 s): "
+                   "He3, d = 16, N = 256,1024,4096, normalized gate vs linear attention")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/icl_theory")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return p
+
+
+QUICK = dict(links="he3", d=[16], N=[256, 1024, 4096], gates="normalized,none", n_prompts=96,
+             stage1_prompts=512, stage2_prompts=128, width=128, krr_max_N=256, krr_prompts=8)
+
+
+def validate_args(args):
+    """Turn argparse's namespace into checked values (ValueError on bad input)."""
+    if args.quick:
+        defaults = build_parser().parse_args([])
+        for k, v in QUICK.items():  # --quick only replaces options left at their defaults
+            if getattr(args, k) == getattr(defaults, k):
+                setattr(args, k, v)
+    args.links = [make_link(s) for s in args.links.split(",") if s.strip()]
+    args.gates = [check_choice("gate", g.strip(), GATES) for g in args.gates.split(",") if g.strip()]
+    for name in ("d", "N"):
+        vals = getattr(args, name)
+        if not vals or min(vals) < 1:
+            raise ValueError(f"--{name} must list integers >= 1, got {vals!r}")
+    if args.r < 1 or args.r > min(args.d):
+        raise ValueError(f"--r must satisfy 1 <= r <= every d, got r={args.r}, d={args.d}")
+    if args.tau < 0:
+        raise ValueError(f"--tau must be >= 0, got {args.tau}")
+    for name in ("n_prompts", "n_queries", "stage1_prompts", "stage1_N", "stage2_prompts", "width", "krr_prompts"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.n_prompts < 2:
+        raise ValueError("--n-prompts must be >= 2 (standard errors need two prompts)")
+    args.backend = args.backend or default_backend()
+    return args
+
+
+def atomic_write(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_csv(path, rows, columns=COLUMNS):
+    lines = [",".join(columns)]
+    for row in rows:
+        lines.append(",".join(_fmt(row.get(c, "")) for c in columns))
+    atomic_write(path, "\n".join(lines) + "\n")
+
+
+def _fmt(x):
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    s = str(x)
+    return f'"{s}"' if "," in s else s
+
+
+def save_figure(fig, path):
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def pretrain_config(args, gate):
+    return PretrainConfig(gate=gate, rho=args.rho, b0=args.b0, width=args.width, n_queries=args.n_queries,
+                          stage1_prompts=args.stage1_prompts, stage1_N=args.stage1_N,
+                          stage2_prompts=args.stage2_prompts, backend=args.backend)
+
+
+def _rng(args, *tags):
+    return np.random.default_rng([args.seed, *[int(t) for t in tags]])
+
+
+def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
+    """All methods for one (link, d) over the N grid. Returns metric rows and Stage I info."""
+    rows, info = [], {}
+    base = dict(link=task.link.name, d=task.d, r=task.r, seed=args.seed)
+    s1 = task.sample(_rng(args, link_id, task.d, task.r, 1), stage1_prompts or args.stage1_prompts,
+                     args.stage1_N, args.n_queries)
+    pre = {}
+    for gi, gate in enumerate(gates):
+        cfg = pretrain_config(args, gate)
+        gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, 2, gi), prompts=s1)
+        pre[gate] = (cfg, gamma, v)
+        info[gate] = inf
+        bar.update(1)
+    for N in args.N:
+        s2 = task.sample(_rng(args, link_id, task.d, task.r, 3, N), args.stage2_prompts, N, args.n_queries)
+        test = task.sample(_rng(args, link_id, task.d, task.r, 4, N), args.n_prompts, N, args.n_queries)
+        target, m2 = test.y_query_clean, task.link.second_moment
+        _, _, e_zero = normalized_error(np.zeros_like(target), target, m2)
+
+        def add(method, gate, pred, n=None, note=""):
+            e, se, ep = normalized_error(pred, target[:n], m2)
+            dz, dzse = paired_difference(ep, e_zero[:len(ep)])
+            rows.append(dict(base, method=method, gate=gate, N=N, error=e, stderr=se, n_prompts=len(ep),
+                             diff_vs_zero=dz, diff_vs_zero_se=dzse, note=note, _ep=ep))
+            return ep
+
+        rows.append(dict(base, method="zero", gate="", N=N, error=float(e_zero.mean()),
+                         stderr=float(e_zero.std(ddof=1) / math.sqrt(e_zero.size)), n_prompts=e_zero.size,
+                         diff_vs_zero=0.0, diff_vs_zero_se=0.0, note=""))
+        add("context_free", "", task.context_free_predict(test))
+        for gi, gate in enumerate(gates):
+            cfg, gamma, v = pre[gate]
+            model = stage2(task, cfg, gamma, v, N, _rng(args, link_id, task.d, task.r, 5, N, gi), prompts=s2)
+            add("one_layer", gate, model.predict(test), note=f"ridge={model.info['ridge']:g}")
+            bar.update(1)
+        if krr and N <= args.krr_max_N:
+            n = min(args.krr_prompts, args.n_prompts)
+            sub = test.subset(slice(0, n))
+            for method, xc, xq in (("krr_full", sub.x_context, sub.x_query),
+                                   ("krr_intrinsic", task.intrinsic(sub.x_context), task.intrinsic(sub.x_query))):
+                pred, choices = krr_predict(xc, sub.y_context, xq)
+                kinds = sorted({f"{c['kernel'][0]}{c['kernel'][1]:g}" for c in choices})
+                add(method, "", pred, n=n, note="kernels=" + "/".join(kinds))
+            bar.update(1)
+    return rows, info
+
+
+def main_grid(args, gates, krr=True, name="metrics"):
+    """The main run (also the gate ablation): every (link, d) cell over the N grid."""
+    os.makedirs(args.out, exist_ok=True)
+    total = len(args.links) * len(args.d) * (len(gates) * (1 + len(args.N)) + (len(args.N) if krr else 0))
+    rows, stage1_info = [], {}
+    t0 = time.time()
+    with tqdm(total=total, desc="icl-theory", disable=args.no_progress) as bar:
+        for li, link in enumerate(args.links):
+            for d in args.d:
+                task = SingleIndexTask(d, args.r, link, args.tau, args.seed)
+                cell_rows, info = run_cell(args, task, li, gates, bar, krr=krr)
+                rows += cell_rows
+                stage1_info[f"{link.name},d={d}"] = info
+                write_csv(os.path.join(args.out, f"{name}.csv"), rows)
+    elapsed = time.time() - t0
+    write_csv(os.path.join(args.out, f"{name}.csv"), rows)
+    plot_error_vs_N(rows, args, os.path.join(args.out, "error_vs_N.png" if name == "metrics" else f"{name}.png"))
+    atomic_write(os.path.join(args.out, "table.md" if name == "metrics" else f"{name}.md"),
+                 table_md(rows, args, elapsed, stage1_info))
+    return rows, stage1_info, elapsed
+
+
+def _series(rows, link, d):
+    out = {}
+    for row in rows:
+        if row["link"] == link and row["d"] == d:
+            out.setdefault((row["method"], row["gate"]), []).append(row)
+    return out
+
+
+STYLE = {("one_layer", "normalized"): ("C0", "o", "-"), ("one_layer", "product"): ("C3", "v", "-"),
+         ("one_layer", "two_channel"): ("C4", "^", "-"), ("one_layer", "none"): ("C1", "s", "-"),
+         ("krr_full", ""): ("C2", "D", "--"), ("krr_intrinsic", ""): ("C5", "P", "--"),
+         ("context_free", ""): ("0.5", "", ":"), ("zero", ""): ("k", "", ":")}
+
+
+def plot_error_vs_N(rows, args, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    links = list(dict.fromkeys(r["link"] for r in rows))
+    ds = list(dict.fromkeys(r["d"] for r in rows))
+    fig, axes = plt.subplots(len(links), len(ds), figsize=(4.6 * len(ds), 3.4 * len(links)),
+                             squeeze=False, sharex=True)
+    for i, link in enumerate(links):
+        for j, d in enumerate(ds):
+            ax = axes[i, j]
+            for key, pts in _series(rows, link, d).items():
+                color, marker, ls = STYLE.get(key, ("k", "x", "-"))
+                Ns = [p["N"] for p in pts]
+                ax.errorbar(Ns, [p["error"] for p in pts], yerr=[p["stderr"] for p in pts], color=color,
+                            marker=marker or None, ls=ls, ms=4, capsize=2, label=LABELS.get(key, str(key)))
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{link}, d = {d}, r = {args.r}")
+            ax.grid(True, which="both", alpha=0.3)
+            if i == len(links) - 1:
+                ax.set_xlabel("context length N")
+            if j == 0:
+                ax.set_ylabel("test error / E[g^2]")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    fig.suptitle("In-context test error vs context length (mean ± 1 s.e. over prompts; zero predictor ≈ 1)",
+                 fontsize=10)
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 4), 1, 0.97))
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def separation(rows, link, d, N, a=("one_layer", "normalized"), b=("one_layer", "none")):
+    """Paired comparison of two methods scored on the same prompts of one cell.
+
+    Returns:
+        (row_a, row_b, mean of err_b - err_a, its standard error), or None if either is missing.
+    """
+    pick = {(r["method"], r["gate"]): r for r in rows if r["link"] == link and r["d"] == d and r["N"] == N}
+    if a not in pick or b not in pick or "_ep" not in pick[a] or "_ep" not in pick[b]:
+        return None
+    ra, rb = pick[a], pick[b]
+    diff, se = paired_difference(rb["_ep"], ra["_ep"])
+    return ra, rb, diff, se
+
+
+def table_md(rows, args, elapsed, stage1_info):
+    """Errors at every (link, d, N) as markdown: one table per (link, d)."""
+    keys = list(dict.fromkeys((r["method"], r["gate"]) for r in rows))
+    out = [f"# icl-theory results (seed {args.seed}, r = {args.r}, tau = {args.tau}, "
+           f"{args.n_prompts} test prompts x {args.n_queries} queries; KRR on the first "
+           f"{args.krr_prompts} prompts for N <= {args.krr_max_N}; wall time {elapsed:.0f} s)", "",
+           "Entries: normalised test error ± standard error over prompts (zero predictor ≈ 1).", ""]
+    for link in dict.fromkeys(r["link"] for r in rows):
+        for d in dict.fromkeys(r["d"] for r in rows):
+            ser = _series(rows, link, d)
+            Ns = sorted({r["N"] for r in rows if r["link"] == link and r["d"] == d})
+            out += [f"## {link}, d = {d}", "", "| method | " + " | ".join(f"N={N}" for N in Ns) + " |",
+                    "|---|" + "---|" * len(Ns)]
+            for key in keys:
+                by_N = {p["N"]: p for p in ser.get(key, [])}
+                cells = [f"{by_N[N]['error']:.3f} ± {by_N[N]['stderr']:.3f}" if N in by_N else "—" for N in Ns]
+                out.append(f"| {LABELS.get(key, key)} | " + " | ".join(cells) + " |")
+            info = stage1_info.get(f"{link},d={d}", {})
+            if info:
+                out += ["", "Stage I: share of |gamma|^2 on the hidden subspace's features (chance level "
+                        f"{next(iter(info.values()))['gamma_mass_chance']:.3f}): " +
+                        ", ".join(f"{g} {v['gamma_mass_on_subspace']:.3f}" for g, v in info.items())]
+            out.append("")
+    return "\n".join(out)
+
+
+def ideal_gamma(task):
+    return relevant_features(task.d, task.index_set).astype(float)
+
+
+def run_ablate_pretraining(args):
+    """Error at the largest N vs the number of Stage I prompts (normalized gate, first link,
+    first d), with the ideal gamma and the practical AdamW variant for comparison."""
+    os.makedirs(args.out, exist_ok=True)
+    link, d, N = args.links[0], args.d[0], max(args.N)
+    task = SingleIndexTask(d, args.r, link, args.tau, args.seed)
+    cfg = pretrain_config(args, "normalized")
+    counts = [16, 64, 256, 1024] if args.quick else [16, 64, 256, 1024, 4096]
+    test = task.sample(_rng(args, 9, 4, N), args.n_prompts, N, args.n_queries)
+    s2 = task.sample(_rng(args, 9, 3, N), args.stage2_prompts, N, args.n_queries)
+    h_test = context_statistic(test.x_context, test.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
+    target, m2 = test.y_query_clean, task.link.second_moment
+    rows = []
+    t0 = time.time()
+
+    def add(label, T1, model, extra=""):
+        e, se, _ = normalized_error(model.predict(test, h=h_test), target, m2)
+        rows.append(dict(variant=label, stage1_prompts=T1, link=link.name, d=d, r=args.r, N=N, error=e,
+                         stderr=se, n_prompts=args.n_prompts, seed=args.seed, note=extra))
+
+    with tqdm(total=len(counts) * 3 + 2, desc="ablate pretraining", disable=args.no_progress) as bar:
+        for T1 in counts:
+            for rep in range(3):  # Stage I is one noisy gradient: average over 3 draws
+                gamma, v, info = stage1(task, replace(cfg, stage1_prompts=T1), _rng(args, 9, 1, T1, rep))
+                model = stage2(task, cfg, gamma, v, N, _rng(args, 9, 5, T1, rep), prompts=s2)
+                add("stage1", T1, model, f"rep={rep};mass={info['gamma_mass_on_subspace']:.3f}")
+                bar.update(1)
+        v = np.random.default_rng([args.seed, 9, 6]).choice([-1.0, 1.0], size=cfg.width)
+        add("ideal_gamma", 0, stage2(task, cfg, ideal_gamma(task), v, N, _rng(args, 9, 7), prompts=s2))
+        bar.update(1)
+        steps = 100 if args.quick else 300
+        model = practical(task, cfg, N=N, rng=_rng(args, 9, 8), steps=steps, lr=1e-2, batch=32)
+        add("practical_adamw", steps * 32, model, f"AdamW on gamma and MLP, {steps} steps x 32 prompts, "
+            f"final train loss {np.mean(model.info['losses'][-20:]):.3f}")
+        bar.update(1)
+    cols = ["variant", "stage1_prompts", "link", "d", "r", "N", "error", "stderr", "n_prompts", "seed", "note"]
+    write_csv(os.path.join(args.out, "ablate_pretraining.csv"), rows, cols)
+    _plot_pretraining(rows, os.path.join(args.out, "ablate_pretraining.png"), link.name, d, N)
+    md = [f"# Pretraining ablation ({link.name}, d = {d}, r = {args.r}, N = {N}, normalized gate, "
+          f"{args.n_prompts} test prompts; {time.time() - t0:.0f} s)", "",
+          "| variant | Stage I prompts | error ± s.e. | note |", "|---|---|---|---|"]
+    md += [f"| {r['variant']} | {r['stage1_prompts']} | {r['error']:.3f} ± {r['stderr']:.3f} | {r['note']} |" for r in rows]
+    atomic_write(os.path.join(args.out, "ablate_pretraining.md"), "\n".join(md) + "\n")
+    return rows
+
+
+def _plot_pretraining(rows, path, link, d, N):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    st = [r for r in rows if r["variant"] == "stage1"]
+    Ts = sorted({r["stage1_prompts"] for r in st})
+    mean = [np.mean([r["error"] for r in st if r["stage1_prompts"] == T]) for T in Ts]
+    ax.scatter([r["stage1_prompts"] for r in st], [r["error"] for r in st], color="C0", s=12, alpha=0.6,
+               label="Stage I gamma (3 draws each)")
+    ax.plot(Ts, mean, color="C0")
+    for r, color in zip([r for r in rows if r["variant"] != "stage1"], ("C2", "C3")):
+        ax.axhline(r["error"], color=color, ls="--", label=f"{r['variant']} ({r['error']:.2f} ± {r['stderr']:.2f})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("number of Stage I prompts T1")
+    ax.set_ylabel("test error / E[g^2]")
+    ax.set_title(f"{link}, d = {d}, N = {N}: how much pretraining finds the subspace", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def needed_N(Ns, errors, threshold):
+    """Smallest N at which the error falls below threshold, interpolated log-log between grid
+    points; None when it never does on the grid."""
+    for i, (N, e) in enumerate(zip(Ns, errors)):
+        if e < threshold:
+            if i == 0:
+                return float(N)
+            N0, e0 = Ns[i - 1], errors[i - 1]
+            t = (math.log(e0) - math.log(threshold)) / (math.log(e0) - math.log(e))
+            return float(math.exp(math.log(N0) + t * (math.log(N) - math.log(N0))))
+    return None
+
+
+def run_sweep(args):
+    """N needed for error < threshold as r (d = 32) or d (r = 4) varies."""
+    os.makedirs(args.out, exist_ok=True)
+    values = [2, 4, 8, 16] if args.sweep == "r" else [8, 16, 32, 64]
+    if args.quick:
+        values = values[:2]
+    link = args.links[0]
+    gate = "normalized"
+    rows, need = [], []
+    t0 = time.time()
+    with tqdm(total=len(values) * (2 + 2 * len(args.N)), desc=f"sweep {args.sweep}", disable=args.no_progress) as bar:
+        for vi, val in enumerate(values):
+            d, r = (32, val) if args.sweep == "r" else (val, 4)
+            task = SingleIndexTask(d, r, link, args.tau, args.seed)
+            sub_args = argparse.Namespace(**{**vars(args), "r": r})
+            cell, _ = run_cell(sub_args, task, 20 + vi, [gate], bar, krr=True)
+            rows += cell
+            for key in (("one_layer", gate), ("krr_full", ""), ("krr_intrinsic", "")):
+                pts = sorted((p for p in cell if (p["method"], p["gate"]) == key), key=lambda p: p["N"])
+                Nstar = needed_N([p["N"] for p in pts], [p["error"] for p in pts], args.threshold)
+                need.append(dict(method=key[0], gate=key[1], d=d, r=r, N_needed=Nstar,
+                                 max_N_tried=pts[-1]["N"] if pts else 0))
+    cols = ["method", "gate", "d", "r", "N_needed", "max_N_tried"]
+    write_csv(os.path.join(args.out, f"sweep_{args.sweep}_metrics.csv"), rows)
+    write_csv(os.path.join(args.out, f"sweep_{args.sweep}.csv"),
+              [dict(n, N_needed="" if n["N_needed"] is None else n["N_needed"]) for n in need], cols)
+    slopes = _plot_sweep(need, args.sweep, os.path.join(args.out, f"sweep_{args.sweep}.png"), link.name, args.threshold)
+    md = [f"# Sample-complexity sweep over {args.sweep} ({link.name}, error < {args.threshold}; "
+          f"{time.time() - t0:.0f} s)", "", f"| method | {args.sweep} | N needed |", "|---|---|---|"]
+    for n in need:
+        val = n["r"] if args.sweep == "r" else n["d"]
+        shown = f"{n['N_needed']:.0f}" if n["N_needed"] else f"> {n['max_N_tried']} (not reached)"
+        md.append(f"| {LABELS[(n['method'], n['gate'])]} | {val} | {shown} |")
+    md += ["", "Fitted log-log slopes d log N / d log " + args.sweep + " (points that reached the threshold): " +
+           ", ".join(f"{LABELS[k]} {s:.2f}" if s is not None else f"{LABELS[k]} n/a" for k, s in slopes.items())]
+    atomic_write(os.path.join(args.out, f"sweep_{args.sweep}.md"), "\n".join(md) + "\n")
+    return need, slopes
+
+
+def _plot_sweep(need, sweep, path, link, threshold):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    slopes = {}
+    for key in dict.fromkeys((n["method"], n["gate"]) for n in need):
+        pts = [(n[sweep], n["N_needed"]) for n in need if (n["method"], n["gate"]) == key and n["N_needed"]]
+        color, marker, _ = STYLE[key]
+        slope = None
+        if len(pts) >= 2:
+            x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+            slope = float(np.polyfit(x, y, 1)[0])
+        slopes[key] = slope
+        if pts:
+            ax.plot(*zip(*pts), color=color, marker=marker,
+                    label=LABELS[key] + (f" (slope {slope:.2f})" if slope is not None else ""))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel(sweep)
+    ax.set_ylabel(f"N needed for error < {threshold}")
+    ax.set_title(f"{link}: sample complexity vs {sweep} (missing points: not reached)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return slopes
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    args = validate_args(args)
+    os.makedirs(args.out, exist_ok=True)
+    mode = f"sweep_{args.sweep}" if args.sweep else (f"ablate_{args.ablate}" if args.ablate else "main")
+    config = {k: v for k, v in vars(args).items() if k != "links"}
+    config["links"] = [repr(link) for link in args.links]
+    config["mode"] = mode
+    config["krr_kernels"] = [list(k) for k in DEFAULT_KERNELS]
+    config["krr_ridges_rel"] = list(RIDGES_REL)
+    config["pretrain_defaults"] = asdict(pretrain_config(args, args.gates[0]))
+    atomic_write(os.path.join(args.out, "config.json" if mode == "main" else f"config_{mode}.json"),
+                 json.dumps(config, indent=2) + "\n")
+    if args.sweep:
+        need, slopes = run_sweep(args)
+        print(open(os.path.join(args.out, f"sweep_{args.sweep}.md")).read())
+    elif args.ablate == "pretraining":
+        run_ablate_pretraining(args)
+        print(open(os.path.join(args.out, "ablate_pretraining.md")).read())
+    else:
+        gates = list(GATES) if args.ablate == "gate" else args.gates
+        name = "ablate_gate" if args.ablate == "gate" else "metrics"
+        rows, info, elapsed = main_grid(args, gates, krr=args.ablate != "gate", name=name)
+        print(open(os.path.join(args.out, "table.md" if name == "metrics" else f"{name}.md")).read())
+        for link in dict.fromkeys(r["link"] for r in rows):
+            for d in dict.fromkeys(r["d"] for r in rows):
+                pair = separation(rows, link, d, max(args.N))
+                if pair:
+                    ra, rb, diff, se = pair
+                    print(f"{link} d={d} N={max(args.N)}: normalized {ra['error']:.3f} ± {ra['stderr']:.3f}, "
+                          f"linear attention {rb['error']:.3f} ± {rb['stderr']:.3f}; paired gap "
+                          f"{diff:.3f} ± {se:.3f} ({diff / se:.1f} s.e.); linear attention - zero "
+                          f"{rb['diff_vs_zero']:+.3f} ± {rb['diff_vs_zero_se']:.3f}")
+    print(f"wrote {args.out}")
+    return 0
