@@ -21,9 +21,10 @@ the sum over s be carried forward in time, so the cost is linear in l. The pair 
 is a recurrent state updated with no decay and no gate: the selective scan with A = 0,
 delta = 1, B_t = phi(k_t), C_t = phi(q_t) and u_t = (v_t, 1) computes exactly (S_t, z_t)
 contracted with phi(q_t) (tests/test_linear_attention.py checks this against the package's
-scan). Here the running sums are ``np.cumsum`` over time instead: with no decay the scan is
-a prefix sum, which NumPy does in one vectorised call, and the (b, l, h, e, e) tensor of
-all S_t is small for the sizes we train (e = 16). Its backward is a reverse prefix sum.
+scan). :func:`causal_linear_attention_recurrent` is that loop over time. Training uses the
+equivalent parallel form instead, a masked l x l matrix of weights (see
+:func:`causal_linear_attention_forward` for why): at our prompt lengths it is a handful of
+BLAS calls, while the scan would spend an exp per state element on a decay that is 1 here.
 
 Parameters are a flat dict like the Mamba's (``layers.0.attn.q_proj.weight``, ...), with
 ``Linear.weight`` in the PyTorch layout ``(out, in)``.
@@ -160,44 +161,73 @@ def elu1_backward(dout, cache):
     return dout * np.where(x > 0, 1.0, out)
 
 
+def causal_linear_attention_recurrent(fq, fk, v, eps=EPS):
+    """The recurrent form, a loop over time carrying the state (S_t, z_t): the readable
+    specification (and the form for generating one token at a time). Forward only; the
+    training path uses the parallel form below, checked against this one in the tests.
+
+    Args:
+        fq, fk: (b, l, h, e) phi(q), phi(k).  v: (b, l, h, e).
+    Returns:
+        o: (b, l, h, e).
+    """
+    b, l, h, e = v.shape
+    S = np.zeros((b, h, e, e), v.dtype)                              # sum phi(k_s) v_s^T so far
+    z = np.zeros((b, h, e), v.dtype)                                 # sum phi(k_s) so far
+    o = np.empty_like(v)
+    for t in range(l):
+        S += fk[:, t, :, :, None] * v[:, t, :, None, :]              # no decay, no gate: a running sum
+        z += fk[:, t]
+        num = np.einsum("bhi,bhij->bhj", fq[:, t], S)                # (b, h, e)
+        o[:, t] = num / (np.sum(fq[:, t] * z, axis=-1, keepdims=True) + eps)
+    return o
+
+
 def causal_linear_attention_forward(fq, fk, v, eps=EPS):
-    """The running-sum attention on already-featurised queries and keys.
+    """The parallel form: an l x l matrix of weights phi(q_t).phi(k_s), masked to s <= t.
+
+        W = tril(phi(Q) phi(K)^T)     (b, h, l, l)
+        o = (W V) / (W 1 + eps)
+    Summing row t of W V over s <= t is the running sum S_t contracted with phi(q_t), so
+    this equals the recurrent form. It costs O(l^2 e) per head instead of O(l e^2), but as
+    a few batched matrix products it is faster in NumPy at our lengths (l <= 129, e = 16)
+    than a loop over time, and np.cumsum along time is slower still (a strided sum).
 
     Args:
         fq, fk: (b, l, h, e) phi(q), phi(k), positive.  v: (b, l, h, e) values.
     Returns:
         o: (b, l, h, e), cache.
     """
-    S = np.cumsum(fk[..., :, None] * v[..., None, :], axis=1)       # (b, l, h, e, e) S_t = sum_{s<=t} phi(k_s) v_s^T
-    z = np.cumsum(fk, axis=1)                                        # (b, l, h, e)    z_t = sum_{s<=t} phi(k_s)
-    num = np.matmul(fq[..., None, :], S)[..., 0, :]                  # (b, l, h, e)    phi(q_t)^T S_t
-    den = np.sum(fq * z, axis=-1, keepdims=True) + eps               # (b, l, h, 1)
-    o = num / den                                                    # (b, l, h, e)
-    return o, (fq, fk, v, S, z, num, den)
+    l = v.shape[1]
+    Q, K, V = (a.transpose(0, 2, 1, 3) for a in (fq, fk, v))        # (b, h, l, e) each
+    mask = np.tril(np.ones((l, l), v.dtype))                         # (l, l) s <= t
+    W = np.matmul(Q, K.transpose(0, 1, 3, 2)) * mask                 # (b, h, l, l)
+    num = np.matmul(W, V)                                            # (b, h, l, e)
+    den = W.sum(-1, keepdims=True) + eps                             # (b, h, l, 1)
+    o = num / den                                                    # (b, h, l, e)
+    return o.transpose(0, 2, 1, 3), (Q, K, V, W, num, den, mask)
 
 
 def causal_linear_attention_backward(do, cache):
-    """With o_t = num_t / den_t, num_t = phi(q_t)^T S_t, den_t = phi(q_t).z_t + eps:
-        dnum_t = do_t / den_t,   dden_t = -sum(do_t * num_t) / den_t^2
-        dphi(q_t) = S_t dnum_t + dden_t z_t
-        dS_t = phi(q_t) dnum_t^T,  dz_t = dden_t phi(q_t)
-    S_t and z_t are prefix sums, so a term at time s receives the suffix sums
-    G_s = sum_{t >= s} dS_t and g_s = sum_{t >= s} dz_t (a reverse cumsum):
-        dphi(k_s) = G_s v_s + g_s,   dv_s = G_s^T phi(k_s)
+    """With o = num / den, num = W V, den = W 1 + eps, W = tril(Q K^T):
+        dnum = do / den,   dden = -sum(do * num, over e) / den^2
+        dW   = (dnum V^T + dden 1^T) masked to s <= t
+        dV   = W^T dnum,   dQ = dW K,   dK = dW^T Q
 
+    Args:
+        do: (b, l, h, e).
     Returns:
         dfq, dfk, dv: (b, l, h, e).
     """
-    fq, fk, v, S, z, num, den = cache
-    dnum = do / den                                                              # (b, l, h, e)
-    dden = -np.sum(do * num, axis=-1, keepdims=True) / den ** 2                  # (b, l, h, 1)
-    dfq = np.matmul(S, dnum[..., :, None])[..., 0] + dden * z                    # (b, l, h, e)
-    dS = fq[..., :, None] * dnum[..., None, :]                                   # (b, l, h, e, e)
-    G = np.flip(np.cumsum(np.flip(dS, axis=1), axis=1), axis=1)                  # (b, l, h, e, e) suffix sums
-    g = np.flip(np.cumsum(np.flip(dden * fq, axis=1), axis=1), axis=1)          # (b, l, h, e)
-    dfk = np.matmul(G, v[..., :, None])[..., 0] + g                              # (b, l, h, e)
-    dv = np.matmul(fk[..., None, :], G)[..., 0, :]                               # (b, l, h, e)
-    return dfq, dfk, dv
+    Q, K, V, W, num, den, mask = cache
+    dO = do.transpose(0, 2, 1, 3)                                    # (b, h, l, e)
+    dnum = dO / den                                                  # (b, h, l, e)
+    dden = -np.sum(dO * num, axis=-1, keepdims=True) / den ** 2      # (b, h, l, 1)
+    dW = (np.matmul(dnum, V.transpose(0, 1, 3, 2)) + dden) * mask    # (b, h, l, l)
+    dV = np.matmul(W.transpose(0, 1, 3, 2), dnum)                    # (b, h, l, e)
+    dQ = np.matmul(dW, K)                                            # (b, h, l, e)
+    dK = np.matmul(dW.transpose(0, 1, 3, 2), Q)                      # (b, h, l, e)
+    return tuple(a.transpose(0, 2, 1, 3) for a in (dQ, dK, dV))
 
 
 def attention_forward(x, p, n_head):
@@ -226,8 +256,8 @@ def attention_backward(dout, c):
     g = {}
     do, g["out_proj.weight"], _ = linear_backward(dout, c["out"])        # (b, l, d_model)
     b, l, dm = do.shape
-    fq = c["attn"][0]
-    dfq, dfk, dv = causal_linear_attention_backward(do.reshape(fq.shape), c["attn"])
+    h = c["attn"][0].shape[1]
+    dfq, dfk, dv = causal_linear_attention_backward(do.reshape(b, l, h, dm // h), c["attn"])
     dq = elu1_backward(dfq, c["phi_q"]).reshape(b, l, dm)
     dk = elu1_backward(dfk, c["phi_k"]).reshape(b, l, dm)
     dxq, g["q_proj.weight"], _ = linear_backward(dq, c["q"])

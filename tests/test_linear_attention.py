@@ -7,7 +7,8 @@ from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.linear_attention import (LinearTFConfig, block_backward, block_forward,
                                                  causal_linear_attention_backward,
-                                                 causal_linear_attention_forward, count_params, elu1_forward,
+                                                 causal_linear_attention_forward,
+                                                 causal_linear_attention_recurrent, count_params, elu1_forward,
                                                  init_params, matched_d_mlp, model_backward, model_forward)
 from mamba_from_scratch.model import MambaConfig
 from mamba_from_scratch.scan import selective_scan_forward
@@ -42,6 +43,7 @@ def test_attention_core_matches_quadratic_form_and_gradients():
     w = np.einsum("bthe,bshe->bhts", fq, fk) * np.tril(np.ones((l, l)))
     ref = np.einsum("bhts,bshe->bthe", w, v) / (w.sum(-1).transpose(0, 2, 1)[..., None] + 1e-6)
     assert rel_error(o, ref) < 1e-12
+    assert rel_error(o, causal_linear_attention_recurrent(fq, fk, v)) < 1e-12
     loss = lambda: float(np.sum(causal_linear_attention_forward(fq, fk, v)[0] * do))
     dfq, dfk, dv = causal_linear_attention_backward(do, cache)
     for analytic, x in ((dfq, fq), (dfk, fk), (dv, v)):

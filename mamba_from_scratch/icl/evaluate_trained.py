@@ -1,0 +1,266 @@
+"""In-context error vs N of trained checkpoints, against KRR, the context-free optimum, the
+zero predictor and the oracle, all on the same test prompts.
+
+    python -m mamba_from_scratch icl-eval --checkpoint runs/a/ckpt.npz,runs/b/ckpt.npz \\
+        --d 16,32 --out results/icl_trained
+
+Checkpoints are grouped by the task they were trained on (link, d, r, tau, task seed); each
+group gets its own test prompts (seeded by ``--seed``, a stream that neither training nor
+its validation uses), with Q queries per prompt sharing the context. At each N of the grid
+every method predicts every query from the prompt's first N context examples:
+    <model>          the trained network (label: its --model, or --labels)
+    krr_full         kernel ridge regression on the N examples, full x in R^d
+    krr_intrinsic    the same on the r hidden coordinates (knows the subspace)
+    context_free     E[g(<beta, x>) | x]: the best prediction that ignores the examples
+    zero             predicts 0 (error about 1 by the normalisation)
+    oracle           knows beta and g (error 0 against the noiseless target)
+Errors are normalised by E[g^2] with standard errors over prompts (metrics.py). Paired
+differences between a trained model and each baseline, per prompt on the same prompts, go
+to ``paired.csv``: that is how "below the context-free optimum by more than 5 standard
+errors" is measured.
+
+Writes metrics.csv, paired.csv, table.md, error_vs_N.png and config.json to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 (after choosing the Agg backend)
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from ..checkpoint import load_checkpoint  # noqa: E402
+from ..validate import check_positive_int  # noqa: E402
+from .krr import krr_predict  # noqa: E402
+from .metrics import normalized_error, paired_difference  # noqa: E402
+from .prompts import query_examples  # noqa: E402
+from .task import SingleIndexTask  # noqa: E402
+from .train import predict, single_threaded_blas  # noqa: E402
+
+BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero", "oracle")
+TASK_KEYS = ("link", "d", "r", "tau", "task_seed")
+
+
+def predict_queries(params, cfg, prompts, n, encoding="paired", backend="numba"):
+    """A trained model's prediction for every query from the first n context examples.
+
+    Returns:
+        (P, Q) predictions.
+    """
+    P, Q, _ = prompts.x_query.shape
+    x, y = query_examples(prompts, n)                                  # (P Q, n + 1, d), (P Q, n)
+    return predict(params, cfg, x, y, encoding, backend)[:, -1].reshape(P, Q)
+
+
+def baseline_predict(method, task, prompts, n):
+    """(P, Q) predictions of a baseline from the first n context examples."""
+    P, Q = prompts.y_query_clean.shape
+    if method == "zero" or n == 0 and method.startswith("krr"):  # KRR with no data predicts 0
+        return np.zeros((P, Q))
+    if method == "oracle":
+        return task.oracle_predict(prompts)
+    if method == "context_free":
+        return task.context_free_predict(prompts)
+    xc, xq = prompts.x_context[:, :n], prompts.x_query
+    if method == "krr_intrinsic":
+        xc, xq = task.intrinsic(xc), task.intrinsic(xq)
+    return krr_predict(xc, prompts.y_context[:, :n], xq)[0]
+
+
+def evaluate_group(models, task, N_grid, n_prompts, n_queries, seed, backend=None, progress=True):
+    """Every method at every N on one task's test prompts.
+
+    Args:
+        models: list of (label, params, cfg, train_config dict).
+        task: the SingleIndexTask they were trained on.
+    Returns:
+        rows (list of dicts for metrics.csv), paired (list of dicts for paired.csv).
+    """
+    prompts = task.sample(np.random.default_rng([seed, 4, task.d]), n_prompts, max(N_grid), n_queries)
+    clean, m2 = prompts.y_query_clean, task.link.second_moment
+    rows, paired = [], []
+    methods = [label for label, *_ in models] + list(BASELINES)
+    bar = tqdm(total=len(N_grid) * len(methods), desc=f"{task.link.name} d={task.d}", disable=not progress)
+    for n in N_grid:
+        per_prompt = {}
+        for label, params, cfg, tc in models:
+            pred = predict_queries(params, cfg, prompts, n, tc["encoding"], backend or tc["backend"])
+            per_prompt[label] = normalized_error(pred, clean, m2)
+            bar.update(1)
+        for method in BASELINES:
+            per_prompt[method] = normalized_error(baseline_predict(method, task, prompts, n), clean, m2)
+            bar.update(1)
+        for method in methods:
+            err, se, _ = per_prompt[method]
+            rows.append({"method": method, "link": task.link.name, "d": task.d, "r": task.r, "N": n,
+                         "error": err, "stderr": se, "n_prompts": n_prompts, "n_queries": n_queries, "seed": seed})
+        for label, *_ in models:
+            for other in methods:
+                if other in (label, "oracle"):
+                    continue
+                diff, se = paired_difference(per_prompt[label][2], per_prompt[other][2])
+                paired.append({"model": label, "versus": other, "link": task.link.name, "d": task.d, "N": n,
+                               "diff": diff, "stderr": se, "z": diff / se if se > 0 else float("nan")})
+    bar.close()
+    return rows, paired
+
+
+def plot(rows, path):
+    """One panel per (link, d): error vs N for every method, with error bars."""
+    groups = sorted({(r["link"], r["d"]) for r in rows})
+    links = sorted({g[0] for g in groups})
+    ds = sorted({g[1] for g in groups})
+    fig, axes = plt.subplots(len(links), len(ds), figsize=(5.2 * len(ds), 3.9 * len(links)), squeeze=False,
+                             sharey=True)
+    style = {"krr_full": ("tab:gray", "s", "KRR on full x"), "krr_intrinsic": ("k", "D", "KRR on hidden coords"),
+             "context_free": ("tab:red", None, "context-free optimum"), "zero": ("tab:brown", None, "zero predictor")}
+    model_colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:cyan"])
+    colors = {}
+    for i, link in enumerate(links):
+        for j, d in enumerate(ds):
+            ax = axes[i, j]
+            sel = [r for r in rows if r["link"] == link and r["d"] == d]
+            for method in dict.fromkeys(r["method"] for r in sel):
+                if method == "oracle":
+                    continue
+                pts = sorted((r for r in sel if r["method"] == method and r["N"] > 0), key=lambda r: r["N"])
+                N = [r["N"] for r in pts]
+                err = np.array([r["error"] for r in pts])
+                se = np.array([r["stderr"] for r in pts])
+                if method in ("context_free", "zero"):
+                    color, _, label = style[method]
+                    ax.axhline(err.mean(), color=color, ls="--", lw=1.2, label=label)
+                    continue
+                if method in style:
+                    color, marker, label = style[method]
+                else:
+                    color = colors.setdefault(method, next(model_colors))
+                    marker, label = "o", f"trained {method}"
+                ax.errorbar(N, err, yerr=2 * se, color=color, marker=marker, ms=4, capsize=2, label=label)
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
+            ax.set_title(f"{link}, d = {d}, r = {sel[0]['r']}")
+            ax.set_xlabel("N (context examples)")
+            if j == 0:
+                ax.set_ylabel("test error (zero predictor = 1)")
+            ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=8, loc="upper right")
+    fig.suptitle("In-context error vs number of examples N\n(same test prompts for every method; bars: 2 standard errors)",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(rows, paired):
+    """A markdown table: error +- stderr per method at every N >= 1 of the grid, and each
+    model's paired margin over the context-free optimum and both KRRs, in standard errors."""
+    lines = []
+    for link, d in sorted({(r["link"], r["d"]) for r in rows}):
+        sel = [r for r in rows if r["link"] == link and r["d"] == d]
+        Ns = sorted({r["N"] for r in sel if r["N"] >= 1})
+        lines += [f"### {link}, d = {d}", "", "| method | " + " | ".join(f"N = {n}" for n in Ns) + " |",
+                  "|---" * (len(Ns) + 1) + "|"]
+        for method in dict.fromkeys(r["method"] for r in sel):
+            cells = [next(f"{r['error']:.3f} ± {r['stderr']:.3f}" for r in sel if r["method"] == method and r["N"] == n)
+                     for n in Ns]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for model in dict.fromkeys(p["model"] for p in paired if p["link"] == link and p["d"] == d):
+            for other in ("context_free", "krr_full", "krr_intrinsic"):
+                cells = []
+                for n in Ns:
+                    p = next(p for p in paired if (p["model"], p["versus"], p["link"], p["d"], p["N"]) ==
+                             (model, other, link, d, n))
+                    cells.append(f"{p['diff']:+.3f} ({p['z']:+.1f} SE)")
+                lines.append(f"- {model} minus {other}: " + ", ".join(f"N = {n}: {c}" for n, c in zip(Ns, cells)))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def parse_ints(name, text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
+    return [check_positive_int(name, v, minimum=0) for v in values]
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m mamba_from_scratch icl-eval",
+                                description="In-context error vs N of trained checkpoints vs KRR and the "
+                                            "context-free optimum, on shared test prompts.")
+    p.add_argument("--checkpoint", required=True, help="comma-separated checkpoint paths (from icl-train)")
+    p.add_argument("--labels", default=None, help="comma-separated labels, one per checkpoint (default: --model)")
+    p.add_argument("--d", default=None, help="comma-separated d values to keep (default: all)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--N", default="1,2,4,8,16,32,64", help="context lengths, capped at each model's trained N")
+    p.add_argument("--n-prompts", type=int, default=256)
+    p.add_argument("--queries", type=int, default=16, help="queries per prompt, sharing its context")
+    p.add_argument("--seed", type=int, default=1000, help="test prompts' seed (training never uses this stream)")
+    p.add_argument("--backend", default=None, help="scan backend for Mamba checkpoints (default: as trained)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    single_threaded_blas()
+    paths = [s for s in args.checkpoint.split(",") if s]
+    labels = args.labels.split(",") if args.labels else [None] * len(paths)
+    if len(labels) != len(paths):
+        raise ValueError(f"--labels must give one label per checkpoint ({len(paths)}), got {len(labels)}")
+    keep_d = set(parse_ints("--d", args.d)) if args.d else None
+    N_req = parse_ints("--N", args.N)
+    n_prompts = check_positive_int("--n-prompts", args.n_prompts, minimum=2)
+    n_queries = check_positive_int("--queries", args.queries)
+    groups = {}
+    for path, label in zip(paths, labels):
+        params, cfg, extra, _ = load_checkpoint(path)
+        tc = extra.get("train_config")
+        if tc is None:
+            raise ValueError(f"checkpoint {path!r} was not written by icl-train (no train_config)")
+        if keep_d is not None and tc["d"] not in keep_d:
+            continue
+        key = tuple(tc[k] for k in TASK_KEYS)
+        groups.setdefault(key, []).append((label or tc["model"], params, cfg, tc, path, extra))
+    if not groups:
+        raise ValueError(f"--d {args.d}: no checkpoint was trained at these d")
+    os.makedirs(args.out, exist_ok=True)
+    rows, paired, sources = [], [], []
+    for key, members in sorted(groups.items()):
+        tc0 = members[0][3]
+        task = SingleIndexTask(tc0["d"], tc0["r"], tc0["link"], tau=tc0["tau"], seed=tc0["task_seed"])
+        N_grid = [n for n in N_req if n <= min(m[3]["N"] for m in members)]
+        models = [(label, params, cfg, tc) for label, params, cfg, tc, _, _ in members]
+        r, p = evaluate_group(models, task, N_grid, n_prompts, n_queries, args.seed, args.backend,
+                              not args.no_progress)
+        rows += r
+        paired += p
+        sources += [{"label": m[0], "path": m[4], "step": m[5]["step"], "command": m[5].get("command"),
+                     "code_version": m[5].get("code_version"), "n_params": m[5].get("n_params")} for m in members]
+    write_csv(os.path.join(args.out, "metrics.csv"), rows)
+    write_csv(os.path.join(args.out, "paired.csv"), paired)
+    with open(os.path.join(args.out, "table.md"), "w") as f:
+        f.write(table(rows, paired))
+    with open(os.path.join(args.out, "config.json"), "w") as f:
+        json.dump({"checkpoints": sources, "N": N_req, "n_prompts": n_prompts, "n_queries": n_queries,
+                   "seed": args.seed}, f, indent=1)
+    plot(rows, os.path.join(args.out, "error_vs_N.png"))
+    print(table(rows, paired))
+    print(f"wrote {args.out}/metrics.csv, paired.csv, table.md, error_vs_N.png")
+    return 0

@@ -1,0 +1,397 @@
+"""Train a Mamba or a linear-attention Transformer on in-context single-index prompts.
+
+    python -m mamba_from_scratch icl-train --model mamba --link he2 --d 32 --r 8 --N 64 \\
+        --steps 20000 --out runs/mamba_he2_d32 [--quick] [--resume]
+
+Every step draws fresh prompts (N context examples and one query each) from a seeded
+stream, so a run of S steps of batch b pretrains on S * b tasks (``--n-tasks K`` draws the
+tasks from a fixed pool of K instead, to study how many the model needs). A prompt becomes a
+token sequence (prompts.py) and the loss is the mean squared error of the predictions at
+every prefix length 0..N, against the noisy labels. Gradients come from the models' own
+hand-written backward, updates from the package's AdamW with a warmup + cosine schedule.
+
+Reproducibility: the prompts of step s are drawn from ``default_rng([seed, 1, s])``, a
+stream that depends on (seed, s) only, so a resumed run sees exactly the prompts it would
+have seen, and the same seed gives the same loss curve. A checkpoint (atomic write) holds
+the parameters, the optimizer's moments and the training log; ``--resume`` continues from
+it bit-identically.
+
+Failure: a NaN/Inf loss or gradient, or a gradient norm ``--explode-factor`` times the
+median of the recent ones, stops the run before the bad update is applied; the last
+checkpoint on disk (written before the trouble) is kept, and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import linear_attention as lat
+from .. import model as mamba
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..optim import AdamW, clip_grad_norm, cosine_lr
+from ..validate import check_choice, check_positive_float, check_positive_int
+from .prompts import ENCODINGS, decode, encode, scatter_grad, token_dim, training_examples
+from .task import SingleIndexTask
+
+MODELS = ("mamba", "linear-tf")
+CHECKPOINT = "ckpt.npz"
+RECENT_NORMS = 50  # the explosion test compares a gradient norm with the median of these
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Everything a run depends on; stored in every checkpoint."""
+
+    model: str = "mamba"         # "mamba" or "linear-tf"
+    link: str = "he2"
+    d: int = 32                  # ambient dimension
+    r: int = 8                   # intrinsic dimension (paper 1, Oko et al.: 8)
+    N: int = 64                  # context examples per training prompt
+    tau: float = 0.1             # label noise, as SPEC section 2
+    task_seed: int = 0           # draws the hidden subspace; evaluation must use the same
+    seed: int = 0                # initialization and the prompt stream
+    steps: int = 20000
+    batch: int = 64
+    lr: float = 1e-3             # peak learning rate; small models tolerate more than GPT-2's 6e-4
+    warmup: int = 500            # linear warmup steps: Adam's early moments are noisy
+    lr_min_frac: float = 0.1     # the cosine decays to lr * lr_min_frac
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0   # clip the global gradient norm (also logged, pre-clip)
+    explode_factor: float = 1e3  # stop when a gradient norm exceeds this x the recent median
+    d_model: int = 64            # width, 4 layers: about the 133k parameters of the issue's reference
+    n_layer: int = 4
+    d_state: int = 16
+    n_head: int = 4              # linear-tf only
+    encoding: str = "paired"     # see prompts.py
+    n_tasks: int = 0             # 0: a fresh beta for every prompt; K: a fixed pool of K betas
+    curriculum_steps: int = 0    # > 0: grow N from N_start and the active dims from r over these steps
+    N_start: int = 8
+    eval_every: int = 500
+    n_val: int = 256             # validation prompts (seeded apart from training and test prompts)
+    ckpt_every: int = 500
+    log_every: int = 10          # log the mean loss over this many steps
+    backend: str = "numba"       # the Mamba's selective-scan backend
+
+    def __post_init__(self):
+        check_choice("model", self.model, MODELS)
+        check_choice("encoding", self.encoding, ENCODINGS)
+        for name in ("d", "r", "N", "steps", "batch", "d_model", "n_layer", "d_state", "n_head", "N_start",
+                     "eval_every", "n_val", "ckpt_every", "log_every"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("task_seed", "seed", "warmup", "n_tasks", "curriculum_steps"):
+            check_positive_int(name, getattr(self, name), minimum=0)
+        for name in ("lr", "lr_min_frac", "max_grad_norm", "explode_factor"):
+            check_positive_float(name, getattr(self, name))
+        check_positive_float("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive_float("tau", self.tau, allow_zero=True)
+
+
+# The --quick configuration: a smaller model and run that still learns to use the context on
+# an easy task; it trains in a few minutes on 2 cores.
+QUICK = dict(d_model=32, n_layer=2, batch=32, steps=1500, warmup=100, lr=2e-3, eval_every=250,
+             ckpt_every=250, n_val=128)
+
+
+def make_task(tc):
+    return SingleIndexTask(tc.d, tc.r, tc.link, tau=tc.tau, seed=tc.task_seed)
+
+
+def build_model(tc, dtype=np.float32):
+    """The model's config and freshly initialised parameters (seeded by tc.seed).
+
+    The linear-attention Transformer gets the Mamba's width and depth and the MLP width
+    that matches the Mamba's parameter count.
+    """
+    d_in = token_dim(tc.d, tc.encoding)
+    mcfg = mamba.MambaConfig(d_model=tc.d_model, n_layer=tc.n_layer, d_state=tc.d_state, d_in=d_in, d_out=1)
+    rng = np.random.default_rng([tc.seed, 0])
+    if tc.model == "mamba":
+        return mcfg, mamba.init_params(mcfg, rng, dtype)
+    cfg = lat.LinearTFConfig(d_model=tc.d_model, n_layer=tc.n_layer, n_head=tc.n_head,
+                             d_mlp=lat.matched_d_mlp(mcfg), d_in=d_in, d_out=1)
+    return cfg, lat.init_params(cfg, rng, dtype)
+
+
+def model_forward(params, cfg, tokens, backend="numba"):
+    """Either model's forward: tokens (P, L, d_in) -> out (P, L, 1), cache."""
+    if isinstance(cfg, mamba.MambaConfig):
+        return mamba.model_forward(params, cfg, tokens, backend)
+    return lat.model_forward(params, cfg, tokens)
+
+
+def model_backward(dout, cache):
+    """Either model's backward: returns grads (dict)."""
+    if isinstance(cache[0], mamba.MambaConfig):
+        return mamba.model_backward(dout, cache)[0]
+    return lat.model_backward(dout, cache)[0]
+
+
+def predict(params, cfg, x, y, encoding="paired", backend="numba", chunk=512):
+    """Predictions of y_1..y_T for example sequences, in chunks of prompts to bound memory.
+
+    Args:
+        x: (P, T, d).  y: (P, T - 1) or (P, T), the labels shown to the model.
+    Returns:
+        (P, T) float64 predictions; column t used the t examples before it.
+    """
+    dtype = params["read_in.weight"].dtype
+    T = x.shape[1]
+    out = np.empty((x.shape[0], T))
+    for i in range(0, x.shape[0], chunk):
+        tokens = encode(x[i:i + chunk], y[i:i + chunk], encoding, dtype)
+        out[i:i + chunk] = decode(model_forward(params, cfg, tokens, backend)[0], T, encoding)
+    return out
+
+
+def schedule(tc, step):
+    """(N, active dims) at this step: the curriculum, or (N, d) without one.
+
+    Curriculum (Garg et al. 2022): start with N_start examples and only the r relevant
+    coordinates switched on, and grow both linearly to (N, d) over curriculum_steps.
+    """
+    if tc.curriculum_steps == 0 or step >= tc.curriculum_steps:
+        return tc.N, tc.d
+    frac = step / tc.curriculum_steps
+    n = int(round(min(tc.N_start, tc.N) + frac * (tc.N - min(tc.N_start, tc.N))))
+    return n, int(round(tc.r + frac * (tc.d - tc.r)))
+
+
+def task_pool(tc, task):
+    """The fixed pool of n_tasks betas (K, d), or None for a fresh beta per prompt."""
+    if tc.n_tasks == 0:
+        return None
+    return task.sample(np.random.default_rng([tc.seed, 2]), tc.n_tasks, 1).beta
+
+
+def sample_batch(tc, task, step, pool=None):
+    """The training examples of one step: x (b, n + 1, d), y (b, n + 1) noisy labels.
+
+    With a pool, each prompt's beta is replaced by one from the pool and its labels redrawn
+    through the link, keeping the noise the task drew (noise = y - g(<beta_old, x>)).
+    With a curriculum, the inactive coordinates (outside the subspace and beyond the
+    current active count) are zeroed; the labels do not depend on them.
+    """
+    rng = np.random.default_rng([tc.seed, 1, step])
+    n, active = schedule(tc, step)
+    prompts = task.sample(rng, tc.batch, n, 1)
+    x, y = training_examples(prompts)                                           # (b, n+1, d), (b, n+1)
+    if pool is not None:
+        noise = y - task.link(np.einsum("ptd,pd->pt", x, prompts.beta))
+        beta = pool[rng.integers(len(pool), size=tc.batch)]                     # (b, d)
+        y = task.link(np.einsum("ptd,pd->pt", x, beta)) + noise
+    if active < tc.d:
+        others = np.setdiff1d(np.arange(tc.d), task.index_set)
+        x[:, :, others[active - tc.r:]] = 0.0
+    return x, y
+
+
+def loss_and_grads(params, cfg, x, y, encoding, backend):
+    """Mean squared error over all prefix positions and its gradients.
+
+    Returns:
+        loss (float), grads (dict), pred (P, T).
+    """
+    P, T = y.shape
+    tokens = encode(x, y, encoding, params["read_in.weight"].dtype)
+    out, cache = model_forward(params, cfg, tokens, backend)
+    pred = decode(out, T, encoding)                                             # (P, T)
+    err = pred.astype(np.float64) - y
+    loss = float(np.mean(err ** 2))
+    dpred = (2.0 / err.size) * err                                              # d loss / d pred
+    grads = model_backward(scatter_grad(dpred.astype(out.dtype), out.shape[1], encoding), cache)
+    return loss, grads, pred
+
+
+def validate(params, cfg, tc, task, val):
+    """Normalised error against the noiseless targets at every prefix length 0..N on the
+    validation prompts (one forward pass each), and the context-free optimum's."""
+    x, y, clean, cf = val
+    pred = predict(params, cfg, x, y, tc.encoding, tc.backend)                 # (P, N + 1)
+    norm = task.link.second_moment
+    return np.mean((pred - clean) ** 2, axis=0) / norm, np.mean((cf - clean) ** 2, axis=0) / norm
+
+
+def validation_set(tc, task):
+    """Fixed validation prompts, seeded apart from the training stream and from icl-eval's
+    test prompts: examples, noiseless targets and the context-free optimum at each position."""
+    prompts = task.sample(np.random.default_rng([tc.seed, 3]), tc.n_val, tc.N, 1)
+    x, y = training_examples(prompts)
+    clean = task.link(np.einsum("ptd,pd->pt", x, prompts.beta))                # (P, N + 1)
+    cf = task.link.context_free_optimum(np.sum(task.intrinsic(x) ** 2, -1), task.r)
+    return x, y, clean, cf
+
+
+def code_version():
+    """The git commit of the package's source, or "unknown" outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
+    """Run (or continue) training; checkpoints go to ``out_dir/ckpt.npz``.
+
+    Args:
+        tc: TrainConfig.  out_dir: folder for the checkpoint and logs.
+        resume: continue from ``out_dir/ckpt.npz`` (its TrainConfig must equal tc).
+        until: stop after this step (the schedule still runs to tc.steps), for splitting a
+            run into pieces; None = tc.steps.
+        command: the command line, recorded in the checkpoint.
+    Returns:
+        dict with "status" ("done", "paused" or "diverged"), "step", "message", "log",
+        "tokens_per_s".
+    """
+    until = tc.steps if until is None else min(check_positive_int("until", until), tc.steps)
+    task = make_task(tc)
+    cfg, params = build_model(tc)
+    opt = AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    path = os.path.join(out_dir, CHECKPOINT)
+    # state that a checkpoint carries besides params and optimizer: see save()
+    st = {"step": 0, "log": [], "val_log": [], "acc": 0.0, "acc_n": 0, "tokens": 0, "train_s": 0.0}
+    recent = []
+    if resume:
+        params, cfg, extra, arrays = load_checkpoint(path)
+        if extra.get("train_config") != dataclasses.asdict(tc):
+            raise ValueError(f"resume: the checkpoint {path!r} was written by a different configuration; "
+                             f"pass the same options as the original run")
+        opt = AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+        opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+        st = {k: extra[k] for k in st}
+        recent = arrays["recent_norms"].tolist()
+    pool = task_pool(tc, task)
+    val = validation_set(tc, task)
+
+    def save():
+        extra = {"train_config": dataclasses.asdict(tc), **st, "code_version": code_version(),
+                 "command": command, "n_params": lat.count_params(cfg)}
+        arrays = {f"opt.{k}": v for k, v in opt.state_dict().items()}
+        arrays["recent_norms"] = np.asarray(recent, np.float64)
+        save_checkpoint(path, params, cfg, extra=extra, arrays=arrays)
+
+    os.makedirs(out_dir, exist_ok=True)
+    status, message = "done", ""
+    bar = tqdm(total=until, initial=st["step"], desc=f"{tc.model} {tc.link} d={tc.d}", disable=not progress,
+               dynamic_ncols=True)
+    while st["step"] < until:
+        step = st["step"]
+        t0 = time.perf_counter()
+        x, y = sample_batch(tc, task, step, pool)
+        loss, grads, _ = loss_and_grads(params, cfg, x, y, tc.encoding, tc.backend)
+        norm = clip_grad_norm(grads, tc.max_grad_norm)
+        median = float(np.median(recent)) if len(recent) >= RECENT_NORMS // 2 else math.inf
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            status, message = "diverged", f"step {step}: loss {loss} / gradient norm {norm} is not finite"
+        elif norm > tc.explode_factor * median:
+            status, message = "diverged", (f"step {step}: gradient norm {norm:.3g} exceeds {tc.explode_factor:g} "
+                                           f"x the recent median {median:.3g}")
+        if status == "diverged":
+            message += f"; stopped before updating; the last good checkpoint is {path}"
+            break
+        recent = (recent + [norm])[-RECENT_NORMS:]
+        opt.step(params, grads, lr=cosine_lr(step, tc.steps, tc.lr, tc.warmup, tc.lr * tc.lr_min_frac))
+        st["train_s"] += time.perf_counter() - t0
+        st["tokens"] += x.shape[0] * (x.shape[1] if tc.encoding == "paired" else 2 * x.shape[1] - 1)
+        st["step"] = step = step + 1
+        st["acc"] += loss
+        st["acc_n"] += 1
+        if st["acc_n"] == tc.log_every:
+            st["log"].append([step, st["acc"] / st["acc_n"], norm])
+            st["acc"], st["acc_n"] = 0.0, 0
+            bar.set_postfix(loss=f"{st['log'][-1][1]:.4f}", tok_s=f"{st['tokens'] / st['train_s']:,.0f}")
+        if step % tc.eval_every == 0 or step == tc.steps:
+            err, cf = validate(params, cfg, tc, task, val)
+            st["val_log"].append([step] + err.tolist())
+            q = [max(1, tc.N // 4), tc.N // 2, tc.N]
+            bar.write(f"step {step}: val error at N = {q}: " + ", ".join(f"{err[n]:.3f}" for n in q)
+                      + f"  (context-free optimum {cf[tc.N]:.3f}, zero predictor 1)")
+        bar.update(1)
+        if step % tc.ckpt_every == 0 or step == until:
+            save()
+    bar.close()
+    if status == "done" and st["step"] < tc.steps:
+        status, message = "paused", f"stopped at step {st['step']} of {tc.steps} (--until); continue with --resume"
+    rate = st["tokens"] / st["train_s"] if st["train_s"] > 0 else float("nan")
+    return {"status": status, "step": st["step"], "message": message, "log": st["log"], "val_log": st["val_log"],
+            "tokens_per_s": rate, "params": params, "cfg": cfg}
+
+
+def single_threaded_blas():
+    """Limit BLAS (OpenBLAS/MKL) to one thread, if threadpoolctl is installed.
+
+    Measured here: with BLAS's own threads competing against the Numba scan's threads (and
+    other processes) on 2 cores, one training step of the full Mamba took 3.0 s instead of
+    0.9 s; the matrices are small enough that one BLAS thread loses little. The limit holds
+    for the rest of the process. Returns None without threadpoolctl.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return None
+    return threadpool_limits(1, user_api="blas")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m mamba_from_scratch icl-train",
+                                description="Train a Mamba or linear-attention Transformer on in-context "
+                                            "single-index prompts (checkpoints in OUT/ckpt.npz).")
+    defaults = TrainConfig()
+    p.add_argument("--model", choices=MODELS, default=defaults.model)
+    p.add_argument("--link", default=defaults.link, help="he1..he6 or poly:c0:c1:... (default he2)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--quick", action="store_true", help=f"small model and run: {QUICK}")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt.npz bit-identically")
+    p.add_argument("--until", type=int, default=None,
+                   help="stop after this step, keeping the schedule of --steps (resume later)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("model", "link"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, type=type(f.default), default=None, help=f"default {f.default}")
+    return p
+
+
+def config_from_args(args):
+    """TrainConfig from parsed options: defaults, then --quick's, then explicit options."""
+    values = {"model": args.model, "link": args.link}
+    if args.quick:
+        values.update(QUICK)
+    for f in dataclasses.fields(TrainConfig):
+        v = getattr(args, f.name, None)
+        if f.name not in ("model", "link") and v is not None:
+            values[f.name] = v
+    return TrainConfig(**values)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    tc = config_from_args(args)
+    single_threaded_blas()
+    command = "python -m mamba_from_scratch icl-train " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = train(tc, args.out, resume=args.resume, until=args.until, command=command,
+                   progress=not args.no_progress)
+    summary = {k: result[k] for k in ("status", "step", "message", "tokens_per_s")}
+    summary.update(train_config=dataclasses.asdict(tc), n_params=lat.count_params(result["cfg"]),
+                   final_loss=result["log"][-1][1] if result["log"] else None,
+                   val_error_at_N=result["val_log"][-1][1:] if result["val_log"] else None)
+    with open(os.path.join(args.out, "train_summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    if result["status"] == "diverged":
+        print(f"training diverged: {result['message']}", file=sys.stderr)
+        return 1
+    print(f"{result['status']} at step {result['step']}; {result['tokens_per_s']:,.0f} tokens/s; "
+          f"checkpoint {os.path.join(args.out, CHECKPOINT)}" + (f" ({result['message']})" if result["message"] else ""))
+    return 0
