@@ -92,17 +92,18 @@ def build_parser():
     return p
 
 
+# Options whose default depends on --quick (the parser leaves them None).
+FULL = dict(links="he2,he3,he4", d=[16, 32], N=[2 ** k for k in range(4, 13)], gates="product,normalized,none",
+            n_prompts=128, stage1_prompts=1024, stage2_prompts=256, width=256, krr_max_N=512, krr_prompts=16)
 QUICK = dict(links="he3", d=[16], N=[256, 1024, 4096], gates="normalized,none", n_prompts=96,
              stage1_prompts=512, stage2_prompts=128, width=128, krr_max_N=256, krr_prompts=8)
 
 
 def validate_args(args):
     """Turn argparse's namespace into checked values (ValueError on bad input)."""
-    if args.quick:
-        defaults = build_parser().parse_args([])
-        for k, v in QUICK.items():  # --quick only replaces options left at their defaults
-            if getattr(args, k) == getattr(defaults, k):
-                setattr(args, k, v)
+    for k, v in FULL.items():  # options left unset take the quick or the full default
+        if getattr(args, k) is None:
+            setattr(args, k, QUICK[k] if args.quick else v)
     args.links = [make_link(s) for s in args.links.split(",") if s.strip()]
     args.gates = [check_choice("gate", g.strip(), GATES) for g in args.gates.split(",") if g.strip()]
     for name in ("d", "N"):
