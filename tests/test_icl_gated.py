@@ -5,7 +5,7 @@ import pytest
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.icl.features import hermite_features, weighted_feature_sum
-from mamba_from_scratch.icl.gated import (context_statistic, gate_weights, mlp_backward, mlp_forward,
+from mamba_from_scratch.icl.gated import (context_statistic, context_statistics, gate_weights, mlp_backward, mlp_forward,
                                           product_gate_scan, readout_backward, readout_forward, sigmoid)
 from mamba_from_scratch.icl.pretrain import PretrainConfig, loss_and_grads, practical, stage1, stage2
 from mamba_from_scratch.icl.task import SingleIndexTask
@@ -146,3 +146,10 @@ def test_bad_pretrain_config_is_a_value_error():
         PretrainConfig(holdout=1.5)
     with pytest.raises(ValueError, match="width"):
         PretrainConfig(width=0)
+
+
+def test_context_statistics_of_several_gates_equal_each_alone():
+    x, y, _ = _data()
+    many = context_statistics(x, y, ["product", "normalized", "two_channel", "none"], 0.5, 0.1)
+    for gate, h in many.items():
+        assert np.allclose(h, context_statistic(x, y, gate, 0.5, 0.1))

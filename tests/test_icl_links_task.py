@@ -117,3 +117,12 @@ def test_relevant_feature_mask_marks_the_subspace():
     phi = hermite_features(np.arange(1.0, 5.0)[None])[0]   # x = (1, 2, 3, 4)
     # relevant features: x_1, x_3 (values 2, 4), their squares, and x_1 x_3 = 8
     assert sorted(phi[mask]) == sorted([2.0, 4.0, (4 - 1) / math.sqrt(2), (16 - 1) / math.sqrt(2), 8.0])
+
+
+def test_several_weightings_at_once_equal_one_at_a_time():
+    rng = np.random.default_rng(5)
+    x, W = rng.standard_normal((2, 7, 3)), rng.standard_normal((3, 2, 7))
+    joint = weighted_feature_sum(x, W)
+    assert joint.shape == (3, 2, feature_dim(3))
+    for g in range(3):
+        assert np.allclose(joint[g], weighted_feature_sum(x, W[g]))

@@ -155,6 +155,21 @@ def context_statistic(x_context, y_context, gate, rho=0.25, b0=0.0, backend="num
     return weighted_feature_sum(x_context, G * y_context)
 
 
+def context_statistics(x_context, y_context, gates, rho=0.25, b0=0.0, backend="numpy"):
+    """h for several gates on the same prompts: {gate: (P, D)}. The closed-form gates share
+    one pass over the data (weighted_feature_sum with G weightings)."""
+    for gate in gates:
+        check_choice("gate", gate, GATES)
+    out = {}
+    closed = [g for g in gates if g != "product"]
+    if closed:
+        W = np.stack([gate_weights(y_context, g, rho, b0) * y_context for g in closed])  # (G, P, N)
+        out.update(zip(closed, weighted_feature_sum(x_context, W)))
+    if "product" in gates:
+        out["product"] = product_gate_scan(x_context, y_context, rho, b0, backend=backend)[0]
+    return {g: out[g] for g in gates}
+
+
 def readout_forward(h, phi_q, gamma):
     """out = h^T (gamma * phi(x_query)) for every query.
 

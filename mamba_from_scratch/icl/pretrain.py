@@ -94,13 +94,14 @@ def _chunks(P, Q, D, max_floats=1 << 22):
     return [slice(lo, min(P, lo + step)) for lo in range(0, P, step)]
 
 
-def stage1(task, cfg, rng, progress=None, prompts=None):
+def stage1(task, cfg, rng, progress=None, prompts=None, h=None):
     """Stage I: gamma1 = -eta1 * dL/dgamma at gamma0 (the weight-decay trick).
 
     Args:
         task: SingleIndexTask.  cfg: PretrainConfig.  rng: numpy Generator.
         progress: optional callable(n) advanced per chunk.
         prompts: the T1 Stage I prompts, or None to draw them.
+        h: their context statistic (T1, D) for cfg.gate when already computed, or None.
     Returns:
         gamma1: (D,), v: (W,) the MLP's first-layer signs (kept for Stage II),
         info: dict with the Stage I loss and how much of gamma1 lies on the hidden subspace.
@@ -109,7 +110,8 @@ def stage1(task, cfg, rng, progress=None, prompts=None):
         prompts = task.sample(rng, cfg.stage1_prompts, cfg.stage1_N, cfg.n_queries)
     _, v, c = init_mlp(rng, cfg.width)
     a = np.full(cfg.width, cfg.alpha)
-    h = context_statistic(prompts.x_context, prompts.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
+    if h is None:
+        h = context_statistic(prompts.x_context, prompts.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
     D = h.shape[1]
     gamma0 = np.full(D, cfg.gamma0)
     chunks = _chunks(len(prompts), cfg.n_queries, D)
@@ -150,11 +152,12 @@ def ridge_solve(gram, rhs, n, ridge):
     return np.linalg.solve(gram / n + ridge * np.eye(gram.shape[0]), rhs / n)
 
 
-def stage2(task, cfg, gamma, v, N, rng, ridges=RIDGES, prompts=None):
+def stage2(task, cfg, gamma, v, N, rng, ridges=RIDGES, prompts=None, h=None):
     """Stage II at context length N: normalise the Mamba output, redraw c, ridge-fit a.
 
     Args:
         prompts: the T2 Stage II prompts, or None to draw them (several gates can share them).
+        h: their context statistic (T2, D) for cfg.gate when already computed, or None.
     Returns:
         GatedMamba, with info holding the chosen ridge and its hold-out error.
     """
@@ -163,7 +166,8 @@ def stage2(task, cfg, gamma, v, N, rng, ridges=RIDGES, prompts=None):
         prompts = task.sample(rng, cfg.stage2_prompts, N, cfg.n_queries)
     elif prompts.x_context.shape[1] != N:
         raise ValueError(f"prompts must have context length N={N}, got {prompts.x_context.shape[1]}")
-    h = context_statistic(prompts.x_context, prompts.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
+    if h is None:
+        h = context_statistic(prompts.x_context, prompts.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
     out = readout_forward(h, hermite_features(prompts.x_query), gamma)[0]  # (T2, Q)
     shift, scale = _standardise(out)
     c = rng.uniform(-1.0, 1.0, size=cfg.width)

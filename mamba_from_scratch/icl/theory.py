@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from ..validate import check_choice
 from .features import hermite_features, relevant_features
-from .gated import GATES, context_statistic
+from .gated import GATES, context_statistic, context_statistics
 from .krr import DEFAULT_KERNELS, RIDGES_REL, krr_predict
 from .links import make_link
 from .metrics import normalized_error, paired_difference
@@ -74,12 +74,12 @@ def build_parser():
     p.add_argument("--n-queries", type=int, default=32, help="queries per prompt")
     p.add_argument("--stage1-prompts", type=int, help="T1 (default 1024)")
     p.add_argument("--stage1-N", type=int, default=512, help="N1, context length of Stage I")
-    p.add_argument("--stage2-prompts", type=int, help="T2 per N (default 256)")
+    p.add_argument("--stage2-prompts", type=int, help="T2 per N (default 128)")
     p.add_argument("--width", type=int, help="MLP width (default 256)")
     p.add_argument("--rho", type=float, default=0.25)
     p.add_argument("--b0", type=float, default=0.0)
     p.add_argument("--krr-max-N", type=int, help="largest N at which KRR runs, O(N^3) per prompt (default 512)")
-    p.add_argument("--krr-prompts", type=int, help="test prompts KRR is scored on (default 16)")
+    p.add_argument("--krr-prompts", type=int, help="test prompts KRR is scored on (default 12)")
     p.add_argument("--threshold", type=float, default=0.5, help="error level of the sample-complexity sweeps")
     p.add_argument("--sweep", choices=["r", "d"], help="sample-complexity sweep instead of the main run")
     p.add_argument("--ablate", choices=["gate", "pretraining"], help="ablation instead of the main run")
@@ -94,7 +94,7 @@ def build_parser():
 
 # Options whose default depends on --quick (the parser leaves them None).
 FULL = dict(links="he2,he3,he4", d=[16, 32], N=[2 ** k for k in range(4, 13)], gates="product,normalized,none",
-            n_prompts=128, stage1_prompts=1024, stage2_prompts=256, width=256, krr_max_N=512, krr_prompts=16)
+            n_prompts=128, stage1_prompts=1024, stage2_prompts=128, width=256, krr_max_N=512, krr_prompts=12)
 QUICK = dict(links="he3", d=[16], N=[256, 1024, 4096], gates="normalized,none", n_prompts=96,
              stage1_prompts=512, stage2_prompts=128, width=128, krr_max_N=256, krr_prompts=8)
 
@@ -167,9 +167,10 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
     s1 = task.sample(_rng(args, link_id, task.d, task.r, 1), stage1_prompts or args.stage1_prompts,
                      args.stage1_N, args.n_queries)
     pre = {}
+    h1 = context_statistics(s1.x_context, s1.y_context, gates, args.rho, args.b0, args.backend)
     for gi, gate in enumerate(gates):
         cfg = pretrain_config(args, gate)
-        gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, 2, gi), prompts=s1)
+        gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, 2, gi), prompts=s1, h=h1[gate])
         pre[gate] = (cfg, gamma, v)
         info[gate] = inf
         bar.update(1)
@@ -190,10 +191,13 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
                          stderr=float(e_zero.std(ddof=1) / math.sqrt(e_zero.size)), n_prompts=e_zero.size,
                          diff_vs_zero=0.0, diff_vs_zero_se=0.0, note=""))
         add("context_free", "", task.context_free_predict(test))
+        h2 = context_statistics(s2.x_context, s2.y_context, gates, args.rho, args.b0, args.backend)
+        h_test = context_statistics(test.x_context, test.y_context, gates, args.rho, args.b0, args.backend)
         for gi, gate in enumerate(gates):
             cfg, gamma, v = pre[gate]
-            model = stage2(task, cfg, gamma, v, N, _rng(args, link_id, task.d, task.r, 5, N, gi), prompts=s2)
-            add("one_layer", gate, model.predict(test), note=f"ridge={model.info['ridge']:g}")
+            model = stage2(task, cfg, gamma, v, N, _rng(args, link_id, task.d, task.r, 5, N, gi), prompts=s2,
+                           h=h2[gate])
+            add("one_layer", gate, model.predict(test, h=h_test[gate]), note=f"ridge={model.info['ridge']:g}")
             bar.update(1)
         if krr and N <= args.krr_max_N:
             n = min(args.krr_prompts, args.n_prompts)
