@@ -46,7 +46,7 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 class Saved:
     """What the forward keeps for the backward: states at chunk starts."""
 
-    ckpt: np.ndarray  # (b, n_chunks, d_inner, n): ckpt[:, c] = h_{c * chunk - 1} (h0 for c = 0)
+    ckpt: np.ndarray  # (b, n_chunks, d_inner, n): ckpt[:, c] = the state before step c * chunk
     chunk: int
 
 
