@@ -77,12 +77,13 @@ def _backward_kernel(dy, u, delta, A, B, C, D, ckpt, dh_last, chunk, n_groups, z
                      du, ddelta, dB_part, dC_part, dA_part, dD_part, dh0):
     """Fill du, ddelta (b, l, d), dh0 (b, d, n) and the partial sums (see module docstring).
 
-    Per (b, d) pair, walking t from l-1 down to 0 with dh holding deltaA_{t+1} * dh_{t+1}:
-        dh_t = C_t dy_t + dh;   d(deltaA_t) deltaA_t = dh_t * h_{t-1} * deltaA_t
-        ddelta_t = sum_n d(deltaA_t) deltaA_t A + (sum_n dh_t B_t) u_t
-        du_t = (sum_n dh_t B_t) delta_t + D dy_t;   dA += d(deltaA_t) deltaA_t delta_t
-        dB_t += dh_t delta_t u_t;   dC_t += dy_t h_t;   dh <- deltaA_t * dh_t
-    """
+    Per (b, d) pair, walking t from l-1 down to 0, with dh holding deltaA_{t+1} * dh_{t+1}:
+        dh_t      = C_t dy_t + dh
+        d_deltaA  = dh_t * h_{t-1} * deltaA_t      (gradient w.r.t. delta_t A, through the exp)
+        ddelta_t  = sum_n d_deltaA A + (sum_n dh_t B_t) u_t
+        du_t      = (sum_n dh_t B_t) delta_t + D dy_t
+        dA       += d_deltaA delta_t,   dB_t += dh_t delta_t u_t,   dh <- deltaA_t * dh_t
+    and dC_t += dy_t h_t while recomputing the states (it needs no adjoint)."""
     b, l, d_inner = u.shape
     n = A.shape[1]
     n_chunks = ckpt.shape[1]
@@ -102,15 +103,17 @@ def _backward_kernel(dy, u, delta, A, B, C, D, ckpt, dh_last, chunk, n_groups, z
             for c in range(n_chunks - 1, -1, -1):
                 t0 = c * chunk
                 t1 = min(t0 + chunk, l)
-                # Recompute the chunk's states from its checkpoint.
+                # Recompute the chunk's states from its checkpoint; dC_t needs only h_t.
                 hs[0] = ckpt[bi, c, di]
                 for t in range(t0, t1):
                     j = t - t0
                     dlt = delta[bi, t, di]
                     dlt_u = dlt * u[bi, t, di]
+                    dyt = dy[bi, t, di]
                     for i in range(n):
                         deltaA[j, i] = fast_exp(dlt * A[di, i])
                         hs[j + 1, i] = deltaA[j, i] * hs[j, i] + dlt_u * B[bi, t, i]
+                        dC_acc[t, i] += dyt * hs[j + 1, i]
                 # Adjoint through the chunk, backwards in time.
                 dA_chunk[:] = zero
                 for t in range(t1 - 1, t0 - 1, -1):
@@ -123,7 +126,6 @@ def _backward_kernel(dy, u, delta, A, B, C, D, ckpt, dh_last, chunk, n_groups, z
                     sum_dhB = zero
                     for i in range(n):
                         dh_t = dyt * C[bi, t, i] + dh[i]
-                        dC_acc[t, i] += dyt * hs[j + 1, i]
                         dB_acc[t, i] += dh_t * dlt_u
                         d_deltaA = dh_t * hs[j, i] * deltaA[j, i]
                         sum_dA += d_deltaA * A[di, i]
