@@ -184,7 +184,7 @@ def main(argv=None) -> int:
             tc = replace(train_cfg, **{key: value}) if hasattr(train_cfg, key) else train_cfg
             runs = [run_seed(s, dc, tc, args.n_test, corruptions=("flipped",),
                              desc=f"{study}={value} seed {s}") for s in sens_seeds]
-            sens[(study, str(value))] = runs
+            sens[(study, f"{value:g}" if isinstance(value, float) else str(value))] = runs
 
     rows, summary = write_metrics(args, main_runs, sens, data_cfg, magnitudes)
     wall = time.perf_counter() - t_start
@@ -336,8 +336,7 @@ def plot_all(args, main_runs, sens, gate, data_cfg, magnitudes):
     ex = gate["example"]
     pos = np.arange(1, len(ex["G"]) + 1)
     colors = ["tab:red" if o else "tab:green" for o in ex["outlier"]]
-    axes[0].bar(pos, ex["G"], color=colors, edgecolor="k",
-                hatch=None)
+    axes[0].bar(pos, ex["G"], color=colors, edgecolor="k")
     for p, g, same in zip(pos, ex["G"], ex["same"]):
         if same:
             axes[0].text(p, g, "q", ha="center", va="bottom", fontsize=8)
@@ -351,6 +350,7 @@ def plot_all(args, main_runs, sens, gate, data_cfg, magnitudes):
     axes[1].set_title("mean over 2000 test prompts")
     axes[1].legend()
     for ax in axes:
+        ax.set_xticks(pos[::2] if len(pos) > 12 else pos)
         ax.grid(alpha=0.3)
     fig.suptitle("Learned Mamba gate at alpha = 0.3: tiny on outliers, decaying with distance from the query")
     fig.tight_layout()
@@ -386,7 +386,9 @@ def plot_all(args, main_runs, sens, gate, data_cfg, magnitudes):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="solid Mamba, dashed linear", title_fontsize=7)
     axes[0][0].set_ylabel("test error, flipped labels")
-    fig.suptitle("Sensitivity (dotted: exact floor; first setting in each legend is the default)")
+    fig.suptitle(f"Sensitivity under flipped labels (dotted: exact floor). Defaults: kappa_a' = "
+                 f"{data_cfg.kappa_a_test:g}, outlier norm {data_cfg.outlier_norm:g}, split "
+                 f"{data_cfg.task_split}, lr {args.lr:g}, random training outlier labels", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig_sensitivity.png"), dpi=110)
     plt.close(fig)
