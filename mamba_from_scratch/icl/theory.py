@@ -322,6 +322,7 @@ def table_md(rows, args, elapsed, stage1_info):
 
 
 def ideal_gamma(task):
+    """gamma = 1 on every feature of the hidden subspace, 0 elsewhere (constant included as 0)."""
     return relevant_features(task.d, task.index_set).astype(float)
 
 
@@ -340,10 +341,17 @@ def run_ablate_pretraining(args):
     rows = []
     t0 = time.time()
 
+    _, _, e_zero = normalized_error(np.zeros_like(target), target, m2)
+
     def add(label, T1, model, extra=""):
-        e, se, _ = normalized_error(model.predict(test, h=h_test), target, m2)
+        pred = np.zeros_like(target) if model is None else model.predict(test, h=h_test)
+        e, se, ep = normalized_error(pred, target, m2)
+        dz, dzse = paired_difference(ep, e_zero)
         rows.append(dict(variant=label, stage1_prompts=T1, link=link.name, d=d, r=args.r, N=N, error=e,
-                         stderr=se, n_prompts=args.n_prompts, seed=args.seed, note=extra))
+                         stderr=se, n_prompts=args.n_prompts, seed=args.seed, diff_vs_zero=dz,
+                         diff_vs_zero_se=dzse, note=extra))
+
+    add("zero_predictor", 0, None)
 
     with tqdm(total=len(counts) * 3 + 2, desc="ablate pretraining", disable=args.no_progress) as bar:
         for T1 in counts:
@@ -353,20 +361,23 @@ def run_ablate_pretraining(args):
                 add("stage1", T1, model, f"rep={rep};mass={info['gamma_mass_on_subspace']:.3f}")
                 bar.update(1)
         v = np.random.default_rng([args.seed, 9, 6]).choice([-1.0, 1.0], size=cfg.width)
-        add("ideal_gamma", 0, stage2(task, cfg, ideal_gamma(task), v, N, _rng(args, 9, 7), prompts=s2))
+        add("subspace_indicator_gamma", 0, stage2(task, cfg, ideal_gamma(task), v, N, _rng(args, 9, 7), prompts=s2))
         bar.update(1)
         steps = 100 if args.quick else 300
         model = practical(task, cfg, N=N, rng=_rng(args, 9, 8), steps=steps, lr=1e-2, batch=32)
         add("practical_adamw", steps * 32, model, f"AdamW on gamma and MLP, {steps} steps x 32 prompts, "
             f"final train loss {np.mean(model.info['losses'][-20:]):.3f}")
         bar.update(1)
-    cols = ["variant", "stage1_prompts", "link", "d", "r", "N", "error", "stderr", "n_prompts", "seed", "note"]
+    cols = ["variant", "stage1_prompts", "link", "d", "r", "N", "error", "stderr", "n_prompts", "seed",
+            "diff_vs_zero", "diff_vs_zero_se", "note"]
     write_csv(os.path.join(args.out, "ablate_pretraining.csv"), rows, cols)
     _plot_pretraining(rows, os.path.join(args.out, "ablate_pretraining.png"), link.name, d, N)
     md = [f"# Pretraining ablation ({link.name}, d = {d}, r = {args.r}, N = {N}, normalized gate, "
           f"{args.n_prompts} test prompts; {time.time() - t0:.0f} s)", "",
-          "| variant | Stage I prompts | error ± s.e. | note |", "|---|---|---|---|"]
-    md += [f"| {r['variant']} | {r['stage1_prompts']} | {r['error']:.3f} ± {r['stderr']:.3f} | {r['note']} |" for r in rows]
+          "| variant | Stage I prompts | error ± s.e. | error - zero predictor's (paired) | note |",
+          "|---|---|---|---|---|"]
+    md += [f"| {r['variant']} | {r['stage1_prompts']} | {r['error']:.3f} ± {r['stderr']:.3f} | "
+           f"{r['diff_vs_zero']:+.3f} ± {r['diff_vs_zero_se']:.3f} | {r['note']} |" for r in rows]
     atomic_write(os.path.join(args.out, "ablate_pretraining.md"), "\n".join(md) + "\n")
     return rows
 
@@ -383,7 +394,7 @@ def _plot_pretraining(rows, path, link, d, N):
     ax.scatter([r["stage1_prompts"] for r in st], [r["error"] for r in st], color="C0", s=12, alpha=0.6,
                label="Stage I gamma (3 draws each)")
     ax.plot(Ts, mean, color="C0")
-    for r, color in zip([r for r in rows if r["variant"] != "stage1"], ("C2", "C3")):
+    for r, color in zip([r for r in rows if r["variant"] != "stage1"], ("k", "C2", "C3")):
         ax.axhline(r["error"], color=color, ls="--", label=f"{r['variant']} ({r['error']:.2f} ± {r['stderr']:.2f})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("number of Stage I prompts T1")
