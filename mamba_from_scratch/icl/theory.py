@@ -254,7 +254,7 @@ def plot_error_vs_N(rows, args, path):
 
     links = list(dict.fromkeys(r["link"] for r in rows))
     ds = list(dict.fromkeys(r["d"] for r in rows))
-    fig, axes = plt.subplots(len(links), len(ds), figsize=(4.6 * len(ds), 3.4 * len(links)),
+    fig, axes = plt.subplots(len(links), len(ds), figsize=(max(8.0, 4.6 * len(ds)), 3.4 * len(links) + 1.2),
                              squeeze=False, sharex=True)
     for i, link in enumerate(links):
         for j, d in enumerate(ds):
@@ -274,9 +274,10 @@ def plot_error_vs_N(rows, args, path):
                 ax.set_ylabel("test error / E[g^2]")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.suptitle("In-context test error vs context length (mean ± 1 s.e. over prompts; zero predictor ≈ 1)",
+    fig.suptitle("In-context test error vs context length\n(mean ± 1 s.e. over prompts; zero predictor ≈ 1)",
                  fontsize=10)
-    fig.tight_layout(rect=(0, 0.04 + 0.025 * math.ceil(len(labels) / 4), 1, 0.97))
+    legend_in = 0.25 * math.ceil(len(labels) / 4) + 0.25  # inches the legend needs at the bottom
+    fig.tight_layout(rect=(0, legend_in / fig.get_size_inches()[1], 1, 1 - 0.5 / fig.get_size_inches()[1]))
     save_figure(fig, path)
     plt.close(fig)
 
