@@ -90,6 +90,20 @@ def test_cuda_module_is_not_imported_by_cpu_backends():
     assert result.returncode == 0, result.stderr
 
 
+def test_block_size_fits_shared_memory():
+    """Pure launch arithmetic (no kernel runs): powers of 2, capped by the shared memory."""
+    from mamba_from_scratch.scan import gpu
+    assert gpu.threads_per_block(3) == 32
+    assert gpu.threads_per_block(100) == 128
+    assert gpu.threads_per_block(5000) == gpu.MAX_TPB
+    for n, itemsize in ((16, 4), (16, 8), (64, 4), (64, 8)):
+        tpb = gpu.threads_per_block(5000, n, itemsize)
+        assert tpb >= 32 and tpb & (tpb - 1) == 0
+        assert gpu.shared_bytes(n, itemsize, tpb, gpu.CHUNK) <= gpu.SHARED_BYTES
+    with pytest.raises(ValueError, match="A must have n"):
+        gpu.threads_per_block(64, n=1000, itemsize=8)
+
+
 needs_gpu = pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU")
 
 

@@ -44,10 +44,29 @@ class Saved:
     chunk: int
 
 
-def threads_per_block(d_inner):
-    """Channels per block: a warp for tiny layers, up to MAX_TPB (a power of 2 for the reduction)."""
+SHARED_BYTES = 48 * 1024  # static shared memory a block may use on every CUDA GPU
+
+
+def shared_bytes(n, itemsize, tpb, chunk):
+    """Shared memory of one backward block: B, C of a chunk and the (2n, tpb) reduction buffer."""
+    return (2 * chunk * n + 2 * n * tpb) * itemsize
+
+
+def threads_per_block(d_inner, n=16, itemsize=4, chunk=None):
+    """Channels per block: a power of 2 (for the tree reduction) from 32 up to MAX_TPB,
+    no more than d_inner needs, and small enough for the backward's shared memory.
+
+    Raises:
+        ValueError: if even 32 threads need more shared memory than a block has (n too big).
+    """
+    chunk = CHUNK if chunk is None else chunk
+    if shared_bytes(n, itemsize, 32, chunk) > SHARED_BYTES:
+        biggest = SHARED_BYTES // ((2 * chunk + 64) * itemsize)
+        raise ValueError(f"A must have n = A.shape[1] (d_state) <= {biggest} for the cuda backend "
+                         f"with {8 * itemsize}-bit floats, got {n}; use backend='numba'")
     tpb = 32
-    while tpb < d_inner and tpb < MAX_TPB:
+    while (tpb < d_inner and tpb < MAX_TPB
+           and shared_bytes(n, itemsize, 2 * tpb, chunk) <= SHARED_BYTES):
         tpb *= 2
     return tpb
 
@@ -200,8 +219,8 @@ def kernels(n, dtype_name, tpb, chunk):
     return forward_kernel, backward_kernel, sum_blocks_kernel
 
 
-def _grid(b, d_inner):
-    tpb = threads_per_block(d_inner)
+def _grid(b, d_inner, n, dtype, chunk):
+    tpb = threads_per_block(d_inner, n, np.dtype(dtype).itemsize, chunk)
     return (math.ceil(d_inner / tpb), b), tpb
 
 
@@ -218,7 +237,7 @@ def forward(u, delta, A, B, C, D, h0):
     n = A.shape[1]
     dtype = u.dtype
     chunk = int(CHUNK)
-    grid, tpb = _grid(b, d_inner)
+    grid, tpb = _grid(b, d_inner, n, dtype, chunk)
     fwd, _, _ = kernels(n, dtype.name, tpb, chunk)
     D_ = np.zeros(d_inner, dtype) if D is None else D
     h0_ = np.zeros((b, d_inner, n), dtype) if h0 is None else h0
@@ -243,7 +262,7 @@ def backward(dy, u, delta, A, B, C, D, h0, saved, dh_last):
     b, l, d_inner = u.shape
     n = A.shape[1]
     dtype = u.dtype
-    grid, tpb = _grid(b, d_inner)
+    grid, tpb = _grid(b, d_inner, n, dtype, saved.chunk)
     _, bwd, sum_blocks = kernels(n, dtype.name, tpb, saved.chunk)
     D_ = np.zeros(d_inner, dtype) if D is None else D
     dh_last_ = np.zeros((b, d_inner, n), dtype) if dh_last is None else dh_last
@@ -266,4 +285,4 @@ def backward(dy, u, delta, A, B, C, D, h0, saved, dh_last):
     return du.copy_to_host(), ddelta.copy_to_host(), dA, dB, dC, dD, dh0.copy_to_host()
 
 
-__all__ = ["forward", "backward", "kernels", "threads_per_block", "CHUNK", "MAX_TPB", "Saved"]
+__all__ = ["forward", "backward", "kernels", "threads_per_block", "shared_bytes", "CHUNK", "MAX_TPB", "Saved"]
