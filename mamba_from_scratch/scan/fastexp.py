@@ -22,6 +22,9 @@ float64 keeps libm's ``math.exp``: float64 is the precision students use for gra
 checks (1e-10 agreement with the reference), not the fast path.
 
 ``fast_exp(x)`` works in any ``@njit`` function and picks the version for ``x``'s type.
+It is inlined into the caller, and Numba's on-disk cache (``cache=True``) only watches the
+caller's own source file: after editing this file, delete the ``__pycache__`` folders (or
+touch cpu.py) so the cached kernels are rebuilt.
 ``exp_reference`` is the readable version of the same algorithm in NumPy, vectorised over an
 array, against which the compiled one is tested.
 """
