@@ -104,6 +104,38 @@ def test_block_size_fits_shared_memory():
         gpu.threads_per_block(64, n=1000, itemsize=8)
 
 
+def _compile_ptx_or_skip(kernel, signature):
+    from numba import cuda
+    try:
+        return cuda.compile_ptx(kernel.py_func, signature, device=False, cc=(8, 0))[0]
+    except Exception as err:  # no NVVM/NVRTC libraries: nothing to compile with
+        if "nvvm" in str(err).lower() or "nvrtc" in str(err).lower() or "libcuda" in str(err).lower():
+            pytest.skip(f"no CUDA compiler libraries: {str(err).splitlines()[0][:120]}")
+        raise
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_kernels_compile_to_ptx(dtype_name):
+    """Real CUDA lowering, without a GPU: catches what the simulator accepts but nvcc would not
+    (e.g. a shared-array shape that is an expression rather than a constant). Needs NVVM and
+    NVRTC, e.g. ``pip install nvidia-cuda-nvcc-cu12 nvidia-cuda-nvrtc-cu12`` with
+    CUDA_HOME=<site-packages>/nvidia/cuda_nvcc; skipped without them."""
+    import numba
+
+    from mamba_from_scratch.scan import gpu
+    real, f64 = getattr(numba, dtype_name), numba.float64
+    a1, a2, a3, a4 = real[::1], real[:, ::1], real[:, :, ::1], real[:, :, :, ::1]
+    for n, tpb in ((1, 32), (16, 128)):
+        fwd, bwd, sum_blocks = gpu.kernels(n, dtype_name, tpb, gpu.CHUNK)
+        ptx = _compile_ptx_or_skip(fwd, (a3, a3, a2, a3, a3, a1, a3, a3, a3, a4))
+        assert ".entry" in ptx
+        ptx = _compile_ptx_or_skip(bwd, (a3, a3, a3, a2, a3, a3, a1, a4, a3, a3, a3, a2,
+                                         f64[:, :, ::1], f64[:, ::1], a3))
+        assert ".shared" in ptx and "bar.sync" in ptx      # staged B/C and the block reduction
+        assert "atom." not in ptx                            # no atomics anywhere
+        assert ".entry" in _compile_ptx_or_skip(sum_blocks, (a2, a1))
+
+
 needs_gpu = pytest.mark.skipif(not gpu_available(), reason="no CUDA GPU")
 
 

@@ -81,7 +81,8 @@ def kernels(n, dtype_name, tpb, chunk):
     Returns:
         (forward_kernel, backward_kernel, sum_blocks_kernel)
     """
-    N, TPB, K = n, tpb, chunk
+    # Shapes of shared/local arrays must be compile-time constants, not expressions.
+    N, N2, TPB, K, K1 = n, 2 * n, tpb, chunk, chunk + 1
     real = numba.float32 if dtype_name == "float32" else numba.float64
     f64 = numba.float64
 
@@ -137,8 +138,8 @@ def kernels(n, dtype_name, tpb, chunk):
         active = di < d_inner
         sB = cuda.shared.array((K, N), real)
         sC = cuda.shared.array((K, N), real)
-        red = cuda.shared.array((2 * N, TPB), real)   # [i, thread]: dB_t (i < N), dC_t (i >= N)
-        hs = cuda.local.array((K + 1, N), real)       # hs[j] = state before step t0 + j
+        red = cuda.shared.array((N2, TPB), real)   # [i, thread]: dB_t (i < N), dC_t (i >= N)
+        hs = cuda.local.array((K1, N), real)       # hs[j] = state before step t0 + j
         dh = cuda.local.array(N, real)                # deltaA_{t+1} * dh_{t+1}
         a = cuda.local.array(N, real)
         dA_acc = cuda.local.array(N, f64)
