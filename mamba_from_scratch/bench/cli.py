@@ -37,8 +37,10 @@ How to read them:
   section records the BLAS thread count it ran with.
 
 The CUDA backend (`backend="cuda"`) has so far been verified for correctness in Numba's CUDA
-simulator only (tests/test_scan_cuda.py); the machine these numbers come from has no GPU,
-so there are no GPU timings here unless a section says otherwise."""
+simulator only (tests/test_scan_cuda.py), and its kernels compiled to PTX for real GPUs
+(`test_kernels_compile_to_ptx`, where the CUDA compiler libraries are installed); it has not
+run on a GPU yet. The machine these numbers come from has none, so there are no GPU timings
+here unless a section says otherwise."""
 
 
 def build_parser():
