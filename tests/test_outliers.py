@@ -4,12 +4,14 @@ import json
 import numpy as np
 import pytest
 
-from mamba_from_scratch.icl.outliers.data import (DataConfig, make_patterns, sample_prompts,
+from mamba_from_scratch.icl.outliers.data import (TEST_OUTLIER_MIX, DataConfig, hold_out,
+                                                  make_patterns, mirror_seen, sample_prompts,
                                                   split_tasks)
-from mamba_from_scratch.icl.outliers.floor import (error_floor, error_floor_closed,
-                                                   p_no_clean_same)
+from mamba_from_scratch.icl.outliers.floor import (clean_vote_floor, error_floor,
+                                                   error_floor_closed, p_no_clean_same)
 from mamba_from_scratch.icl.outliers.model import (gates, hinge_backward, hinge_forward,
                                                    init_params, model_backward, model_forward)
+from mamba_from_scratch.icl.outliers.train import TrainConfig, train
 from mamba_from_scratch.scan import selective_scan_forward
 
 SMALL = DataConfig(d=8, M1=3, M2=2, V=3, l=5, n_test_pairs=1)
@@ -41,15 +43,43 @@ def test_patterns_orthogonal_with_the_right_norms():
     assert np.allclose(p.v_test @ np.concatenate([p.mu, p.nu]).T, 0, atol=1e-12)
 
 
-@pytest.mark.parametrize("split", ["pairs", "ordered"])
+@pytest.mark.parametrize("split", ["ordered", "pairs"])
 def test_train_and_test_tasks_are_disjoint(split):
     cfg = DataConfig(task_split=split)
+    assert DataConfig().task_split == "ordered"                    # the default
     train, test = split_tasks(cfg, np.random.default_rng(3))
     as_set = lambda t: {tuple(x) for x in t}
     assert not as_set(train) & as_set(test)
     assert len(train) + len(test) == cfg.M1 * (cfg.M1 - 1)
+    assert len(test) == 2 * cfg.n_test_pairs
+    seen = mirror_seen(test, train)
+    assert np.array_equal(seen, [(b, a) in as_set(train) for a, b in test])
     if split == "pairs":  # neither order of a test pair is trained
         assert not {frozenset(x) for x in train} & {frozenset(x) for x in test}
+        assert not seen.any()
+
+
+def test_ordered_split_depends_on_the_seed_and_mixes_mirrors():
+    cfg = DataConfig()
+    tests = [split_tasks(cfg, np.random.default_rng(s))[1] for s in range(20)]
+    assert len({tuple(map(tuple, t)) for t in tests}) == 20
+    seen = np.concatenate([mirror_seen(t, split_tasks(cfg, np.random.default_rng(s))[0])
+                           for s, t in enumerate(tests)])
+    # a random 10 of 30 ordered pairs: a test task's mirror is trained with prob. 20/29
+    assert 0.55 < seen.mean() < 0.85
+
+
+def test_hold_out_validation_tasks_come_from_the_training_tasks():
+    cfg = DataConfig()
+    rng = np.random.default_rng(0)
+    train, test = split_tasks(cfg, rng)
+    for rule in ("ordered", "pairs"):
+        fit, val = hold_out(train, rule, 3, rng)
+        as_set = lambda t: {tuple(x) for x in t}
+        assert as_set(fit) | as_set(val) == as_set(train) and not as_set(fit) & as_set(val)
+        assert not as_set(val) & as_set(test)
+    with pytest.raises(ValueError, match="n_pairs"):
+        hold_out(train, "ordered", 10, rng)
 
 
 def test_prompt_labels_and_corruptions():
@@ -79,6 +109,32 @@ def test_prompt_labels_and_corruptions():
             hi = np.where(pr.outlier, y, -2).max(axis=1)
             has = pr.outlier.any(axis=1)
             assert np.all(lo[has] == hi[has])
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_tokens_are_the_data_model(test):
+    """Each input is mu_j + kappa nu_k (+ kappa_a v_s on outliers), read back by projection."""
+    cfg = DataConfig(kappa_a_test=3.0)
+    rng = np.random.default_rng(7)
+    p = make_patterns(cfg, rng)
+    train, _ = split_tasks(cfg, rng)
+    pr = sample_prompts(cfg, p, train, 500, 0.5, "random", rng, test=test)
+    x = pr.P[..., :cfg.d]                                          # (b, L, d)
+    on_mu = x @ p.mu.T / cfg.beta**2                               # (b, L, M1) coefficients
+    on_nu = x @ p.nu.T / cfg.beta**2
+    on_v = x @ p.v.T / cfg.outlier_norm**2                         # (b, L, V)
+    assert np.allclose(np.sort(on_mu, axis=-1)[..., :-1], 0, atol=1e-12)
+    assert np.allclose(on_mu.max(axis=-1), 1)                      # exactly one relevant pattern
+    task = train[pr.task]                                          # (b, 2)
+    assert np.all((on_mu.argmax(-1)[..., None] == task[:, None, :]).any(-1))  # the prompt's task
+    assert np.all(np.abs(on_nu).max(axis=-1) <= cfg.K + 1e-12)
+    assert np.all(np.sum(np.abs(on_nu) > 1e-12, axis=-1) <= 1)     # at most one irrelevant pattern
+    kappa_a, rows = (cfg.kappa_a_test, TEST_OUTLIER_MIX) if test else (cfg.kappa_a, np.eye(3))
+    coef = on_v[:, :-1][pr.outlier] / kappa_a                      # (n_outliers, V)
+    assert np.allclose(np.abs(coef[:, None, :] - rows[None]).sum(-1).min(axis=1), 0, atol=1e-9)
+    assert np.allclose(on_v[:, :-1][~pr.outlier], 0, atol=1e-12)
+    recon = on_mu @ p.mu + on_nu @ p.nu + on_v @ p.v
+    assert np.allclose(recon, x, atol=1e-12)                       # nothing outside those directions
 
 
 def test_gate_is_a_selective_scan_with_exact_zoh():
@@ -139,6 +195,28 @@ def test_closed_and_scan_backward_agree():
         assert np.allclose(g1[key], g2[key], rtol=1e-9, atol=1e-12)
 
 
+def test_training_on_shared_batches_learns_and_is_reproducible():
+    cfg = DataConfig(d=12, M1=3, M2=4, V=3, l=8, n_test_pairs=1)
+    rng = np.random.default_rng(0)
+    patterns = make_patterns(cfg, rng)
+    tasks, _ = split_tasks(cfg, rng)
+    histories = []
+    for _ in range(2):
+        models = {m: init_params(cfg.d + 1, m, np.random.default_rng(1)) for m in ("mamba", "linear")}
+        clean = sample_prompts(cfg, patterns, tasks, 500, 0.0, "flipped", np.random.default_rng(2))
+        tc = TrainConfig(steps=200, batch=32, schedule="cosine", eval_every=50)
+        histories.append(train(models, {"mamba": 0.05, "linear": 0.05 / cfg.l}, cfg, patterns, tasks,
+                               tc, np.random.default_rng(3), {"clean": clean}))
+    h = histories[0]["mamba"]
+    assert h["step"] == [50, 100, 150, 200]
+    assert h["loss"][-1] < h["loss"][0] and h["error_clean"][-1] < 0.1
+    assert histories[0] == histories[1]                            # seeded end to end
+    with pytest.raises(ValueError, match="lrs"):
+        train(models, {"mamba": 0.1}, cfg, patterns, tasks, tc, rng)
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="step").validate()
+
+
 def test_hinge_gradient():
     rng = np.random.default_rng(0)
     F, y = rng.standard_normal(7) * 2, rng.choice([-1.0, 1.0], 7)
@@ -173,6 +251,11 @@ def test_floor_exact_and_closed_form_agree_and_match_sampling():
     pr = sample_prompts(cfg, patterns, test, 40000, 0.8, "flipped", rng, test=True)
     share = (~(pr.same & ~pr.outlier).any(axis=1)).mean()
     p = float(p_no_clean_same(0.8, 20))
+    assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / 40000)
+    # the lower reference: no clean example at all
+    share = pr.outlier.all(axis=1).mean()
+    p = float(clean_vote_floor(0.8, 20))
+    assert p == pytest.approx(0.8**20) and clean_vote_floor(0.8, 20, "random") == pytest.approx(p / 2)
     assert abs(share - p) < 4 * np.sqrt(p * (1 - p) / 40000)
 
 

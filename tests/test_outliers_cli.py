@@ -1,4 +1,4 @@
-"""The `outliers` experiment end to end in --quick mode (about 10 s)."""
+"""The `outliers` experiment end to end in --quick mode (about 10 s), and --tune --quick."""
 import csv
 import json
 
@@ -12,13 +12,28 @@ def test_outliers_quick_mamba_beats_linear_at_half_flipped(tmp_path):
                  "fig_training.png", "fig_gates.png", "fig_sensitivity.png"):
         assert (out / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(out / "metrics.csv")))
-    err = {(r["model"], r["corruption"], float(r["alpha"])): float(r["error_mean"])
+    err = {(r["model"], r["corruption"], r["subset"], float(r["alpha"])): float(r["error_mean"])
            for r in rows if r["study"] == "main"}
-    # the robustness gap: flipped labels at alpha = 0.5
-    assert err[("linear", "flipped", 0.5)] > 0.4
-    assert err[("mamba", "flipped", 0.5)] < 0.3
-    assert err[("linear", "flipped", 0.5)] - err[("mamba", "flipped", 0.5)] > 0.2
-    # both classify clean prompts far better than chance
-    assert err[("mamba", "flipped", 0.0)] < 0.2 and err[("linear", "flipped", 0.0)] < 0.05
+    # the robustness gap: flipped labels at alpha = 0.5, on all test tasks
+    assert err[("linear", "flipped", "all", 0.5)] > 0.4
+    assert err[("mamba", "flipped", "all", 0.5)] < 0.2
+    assert err[("linear", "flipped", "all", 0.5)] - err[("mamba", "flipped", "all", 0.5)] > 0.3
+    # both classify clean prompts far better than chance; the test tasks whose mirror was
+    # trained are solved exactly by the Mamba (seed 0 has such tasks)
+    assert err[("mamba", "flipped", "all", 0.0)] < 0.1 and err[("linear", "flipped", "all", 0.0)] < 0.05
+    assert err[("mamba", "flipped", "mirror_trained", 0.0)] < 0.01
     results = json.load(open(out / "results.json"))
     assert results["gate_alpha_0.3"]["mean_clean_over_outlier"] > 2
+    assert results["data_config"]["task_split"] == "ordered"
+    sens = {(r["study"], r["setting"]) for r in rows}
+    assert ("lr", "0.045") in sens and ("test_magnitude", "2 (default)") in sens
+
+
+def test_outliers_tune_quick_uses_validation_tasks(tmp_path):
+    out = tmp_path / "tune"
+    assert main(["outliers", "--tune", "--quick", "--out", str(out), "--n-test", "500"]) == 0
+    rows = list(csv.DictReader(open(out / "tune.csv")))
+    assert {(int(r["steps"]), float(r["lr"])) for r in rows} == {(300, 0.015), (600, 0.015),
+                                                                 (300, 0.05), (600, 0.05)}
+    assert all(0 <= float(r["val_clean"]) <= 1 and 0 <= float(r["val_flipped"]) <= 1 for r in rows)
+    assert (out / "fig_tune.png").stat().st_size > 0 and "Best score" in (out / "tune.md").read_text()

@@ -33,7 +33,7 @@ import numpy as np
 from ...validate import check_choice, check_positive_float, check_positive_int
 
 CORRUPTIONS = ("flipped", "targeted", "random")
-TASK_SPLITS = ("pairs", "ordered", "shared")
+TASK_SPLITS = ("ordered", "pairs", "shared")
 
 # Rows: coefficients of the test outlier directions on (v_1, v_2, v_3).
 TEST_OUTLIER_MIX = np.array([[0.7, 0.6, -0.4],
@@ -55,8 +55,9 @@ class DataConfig:
     kappa_a: float = 2.0        # outlier magnitude in training prompts
     kappa_a_test: float = 2.0   # outlier magnitude in test prompts (a sensitivity knob)
     l: int = 20                 # examples per prompt, l_tr = l_ts
-    task_split: str = "pairs"   # ours: how train and test tasks are kept apart (see split_tasks)
-    n_test_pairs: int = 5       # ours: unordered pattern pairs held out for testing
+    task_split: str = "ordered" # how train and test tasks are kept apart (see split_tasks)
+    n_test_pairs: int = 5       # ours: held out for testing: 2 n ordered pairs ("ordered")
+                                # or n unordered pairs, i.e. the same 2 n tasks ("pairs")
 
     def validate(self):
         for name in ("d", "M1", "M2", "V", "l", "n_test_pairs"):
@@ -72,7 +73,7 @@ class DataConfig:
             check_positive_float(name, getattr(self, name))
         check_choice("task_split", self.task_split, TASK_SPLITS)
         n_pairs = self.M1 * (self.M1 - 1) // 2
-        if self.task_split == "pairs" and not 1 <= self.n_test_pairs < n_pairs:
+        if self.task_split != "shared" and not 1 <= self.n_test_pairs < n_pairs:
             raise ValueError(f"n_test_pairs must lie in [1, {n_pairs - 1}] for M1={self.M1}, "
                              f"got {self.n_test_pairs}")
         return self
@@ -87,6 +88,16 @@ class Patterns:
     v: np.ndarray       # (V, d) training outlier patterns, norm outlier_norm
     v_test: np.ndarray  # (V, d) test outlier patterns, in the span of v
 
+    def token_basis(self) -> np.ndarray:
+        """(M1 + M2 + V + 1, d + 1): the rows mu, nu, v (label slot 0) and the label unit
+        vector e_d. Every token is a combination of these rows (test outliers too, being in
+        the span of v), so a batch of prompts is one coefficient tensor times this matrix."""
+        X = np.concatenate([self.mu, self.nu, self.v])                # (n, d)
+        basis = np.zeros((len(X) + 1, X.shape[1] + 1))
+        basis[:-1, :-1] = X
+        basis[-1, -1] = 1.0
+        return basis
+
 
 @dataclass
 class Prompts:
@@ -96,6 +107,7 @@ class Prompts:
     y_query: np.ndarray  # (b,) true label of the query, +1 / -1
     outlier: np.ndarray  # (b, l) True where the example carries an outlier
     same: np.ndarray     # (b, l) True where the example holds the query's pattern
+    task: np.ndarray     # (b,) row of the tasks array each prompt was drawn from
 
 
 def make_patterns(cfg: DataConfig, rng: np.random.Generator) -> Patterns:
@@ -110,14 +122,19 @@ def make_patterns(cfg: DataConfig, rng: np.random.Generator) -> Patterns:
 
 
 def split_tasks(cfg: DataConfig, rng: np.random.Generator):
-    """Split the ordered pattern pairs into training and test tasks.
+    """Split the M1 (M1 - 1) ordered pattern pairs into training and test tasks.
 
-    "pairs"   (default) hold out ``n_test_pairs`` unordered pairs {a, b}; both orders of a
-              held-out pair are test tasks, so no test task shares its two patterns with
-              any training task.
-    "ordered" hold out ordered pairs at random (a third of them): a test task (a, b) may
-              have its mirror (b, a) among the training tasks.
-    "shared"  train and test on every ordered pair (a control, not a held-out test).
+    A task is an ordered pair (a, b): "mu_a means +1, mu_b means -1". Its mirror (b, a) uses
+    the same two patterns with the labels swapped, which an in-context learner reads off the
+    prompt anyway, so how mirrors are split decides what "unseen task" means:
+    "ordered"  (default; the paper's and the issue's reading: tasks are ordered pairs and
+               train/test are disjoint sets of them) ``2 n_test_pairs`` ordered pairs drawn
+               at random are the test tasks. A test task's mirror is usually a training task
+               (then its two patterns were seen together in training), sometimes a test task
+               too (then they never were).
+    "pairs"    (stricter) ``n_test_pairs`` unordered pairs {a, b} are held out with both
+               orders, so no training task ever shows a test task's two patterns together.
+    "shared"   train and test on every ordered pair (a control, not a held-out test).
     Returns:
         train, test: (T_train, 2) and (T_test, 2) integer arrays of (a, b) pattern indices.
     """
@@ -126,14 +143,41 @@ def split_tasks(cfg: DataConfig, rng: np.random.Generator):
     ordered = np.concatenate([pairs, pairs[:, ::-1]])        # (M1 (M1-1), 2)
     if cfg.task_split == "shared":
         return ordered, ordered
-    if cfg.task_split == "ordered":
-        perm = rng.permutation(len(ordered))
-        n_test = len(ordered) // 3
-        return ordered[np.sort(perm[n_test:])], ordered[np.sort(perm[:n_test])]
-    perm = rng.permutation(len(pairs))
-    test_pairs, train_pairs = pairs[perm[:cfg.n_test_pairs]], pairs[perm[cfg.n_test_pairs:]]
-    both = lambda p: np.concatenate([p, p[:, ::-1]])
-    return both(train_pairs), both(test_pairs)
+    return hold_out(ordered, cfg.task_split, cfg.n_test_pairs, rng)
+
+
+def hold_out(tasks: np.ndarray, rule: str, n_pairs: int, rng: np.random.Generator):
+    """Hold out ``2 n_pairs`` of ``tasks`` by the rule of :func:`split_tasks`.
+
+    Used twice: on all ordered pairs for the test tasks, and on the training tasks for the
+    validation tasks that choose hyperparameters (the test tasks stay untouched).
+    Args:
+        tasks: (T, 2) ordered pairs.  rule: "ordered" or "pairs" (see :func:`split_tasks`).
+    Returns:
+        kept, held: (T - 2 n_pairs, 2) and (2 n_pairs, 2), each in the order of ``tasks``.
+    """
+    check_choice("rule", rule, ("ordered", "pairs"))
+    tasks = np.asarray(tasks)
+    if rule == "ordered":
+        if not 1 <= 2 * n_pairs < len(tasks):
+            raise ValueError(f"n_pairs must lie in [1, {(len(tasks) - 1) // 2}] to hold out 2 n_pairs "
+                             f"of {len(tasks)} tasks, got {n_pairs}")
+        held = np.zeros(len(tasks), dtype=bool)
+        held[rng.permutation(len(tasks))[:2 * n_pairs]] = True
+    else:
+        unordered = sorted({tuple(sorted(t)) for t in tasks.tolist()})
+        if not 1 <= n_pairs < len(unordered):
+            raise ValueError(f"n_pairs must lie in [1, {len(unordered) - 1}] for {len(unordered)} "
+                             f"pattern pairs, got {n_pairs}")
+        chosen = {unordered[i] for i in rng.permutation(len(unordered))[:n_pairs]}
+        held = np.array([tuple(sorted(t)) in chosen for t in tasks.tolist()])
+    return tasks[~held], tasks[held]
+
+
+def mirror_seen(tasks: np.ndarray, train_tasks: np.ndarray) -> np.ndarray:
+    """(T,) True where the mirror (b, a) of task (a, b) is among ``train_tasks``."""
+    seen = {tuple(t) for t in np.asarray(train_tasks).tolist()}
+    return np.array([(b, a) in seen for a, b in np.asarray(tasks).tolist()], dtype=bool)
 
 
 def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: int,
@@ -141,6 +185,9 @@ def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: in
                    test: bool = False) -> Prompts:
     """Draw ``b`` prompts of ``l`` examples and one query, all vectorised over the batch.
 
+    Each token is written as coefficients on the rows of :meth:`Patterns.token_basis`
+    (1 on its relevant pattern, kappa on its irrelevant one, the outlier's magnitude on the
+    outlier directions, its label on e_d), then one matrix product makes the tokens.
     Args:
         tasks: (T, 2) ordered pattern pairs to draw each prompt's task from.
         p_out: probability that an example carries an outlier (p_a in training, alpha at test).
@@ -156,32 +203,35 @@ def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: in
     tasks = np.asarray(tasks)
     if tasks.ndim != 2 or tasks.shape[1] != 2 or len(tasks) == 0:
         raise ValueError(f"tasks must have shape (T>=1, 2), got {tasks.shape}")
-    l, L, d = cfg.l, cfg.l + 1, cfg.d
-    task = tasks[rng.integers(len(tasks), size=b)]                  # (b, 2)
-    y = rng.choice(np.array([-1.0, 1.0]), size=(b, L))              # (b, L) true labels
+    l, L, M1, M2 = cfg.l, cfg.l + 1, cfg.M1, cfg.M2
+    task_idx = rng.integers(len(tasks), size=b)                     # (b,)
+    task = tasks[task_idx]                                          # (b, 2)
+    y = 2.0 * rng.integers(2, size=(b, L)) - 1.0                    # (b, L) true labels
     pat = np.where(y > 0, task[:, :1], task[:, 1:])                 # (b, L) relevant pattern index
     kappa = rng.uniform(-cfg.K, cfg.K, size=(b, L))                 # (b, L)
-    k = rng.integers(cfg.M2, size=(b, L))                           # (b, L) irrelevant pattern index
-    x = patterns.mu[pat] + kappa[..., None] * patterns.nu[k]        # (b, L, d)
-
+    k = rng.integers(M2, size=(b, L))                               # (b, L) irrelevant pattern index
     outlier = rng.random((b, l)) < p_out                            # (b, l); never the query
     s = rng.integers(cfg.V, size=(b, l))                            # (b, l) outlier direction
-    v, kappa_a = (patterns.v_test, cfg.kappa_a_test) if test else (patterns.v, cfg.kappa_a)
-    x[:, :l] += (kappa_a * outlier)[..., None] * v[s]               # (b, l, d)
 
     y_obs = y[:, :l].copy()                                         # (b, l) labels in the prompt
     if corruption == "flipped":
         y_obs = np.where(outlier, -y_obs, y_obs)
     elif corruption == "targeted":
-        c = rng.choice(np.array([-1.0, 1.0]), size=(b, 1))          # (b, 1) the one class outliers claim
+        c = 2.0 * rng.integers(2, size=(b, 1)) - 1.0                # (b, 1) the one class outliers claim
         y_obs = np.where(outlier, c, y_obs)
     else:
-        coin = rng.choice(np.array([-1.0, 1.0]), size=(b, l))
+        coin = 2.0 * rng.integers(2, size=(b, l)) - 1.0
         y_obs = np.where(outlier, coin, y_obs)
 
-    P = np.empty((b, L, d + 1))                                     # (b, L, d+1)
-    P[..., :d] = x
-    P[:, :l, d] = y_obs
-    P[:, l, d] = 0.0                                                # the query's label is what we ask for
+    n = M1 + M2 + cfg.V
+    coef = np.zeros((b, L, n + 1))                                  # (b, L, n+1) on token_basis()
+    rows, cols = np.arange(b)[:, None], np.arange(L)[None, :]
+    coef[rows, cols, pat] = 1.0
+    coef[rows, cols, M1 + k] = kappa
+    # v'_s = sum_t MIX[s, t] v_t: a test outlier is a combination of the training rows
+    mix, kappa_a = (TEST_OUTLIER_MIX, cfg.kappa_a_test) if test else (np.eye(cfg.V), cfg.kappa_a)
+    coef[:, :l, M1 + M2:n] = (kappa_a * outlier)[..., None] * mix[s]  # (b, l, V)
+    coef[:, :l, n] = y_obs                                          # the query's label slot stays 0
+    P = (coef.reshape(b * L, n + 1) @ patterns.token_basis()).reshape(b, L, cfg.d + 1)
     same = pat[:, :l] == pat[:, l:]                                 # (b, l)
-    return Prompts(P, y[:, l].copy(), outlier, same)
+    return Prompts(P, y[:, l].copy(), outlier, same, task_idx)

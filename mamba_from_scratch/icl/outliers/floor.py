@@ -10,9 +10,10 @@ pattern. All n of them are outliers with probability alpha^n, so
 What a model of our form cannot do on such a prompt. Its output is
 ``F = sum_i G_i y_i a_i`` with gate weights ``G_i >= 0`` (any of them, including G_i = 1)
 and a bilinear score ``a_i = p_i^T W p_q``. Suppose the score is positive for an example
-with the query's pattern and zero for one holding the task's other pattern (true for the
-trained models on held-out pattern pairs up to the small terms we measure: no training task
-relates those two patterns). Then F is a nonnegative combination of the same-pattern
+with the query's pattern and zero for one holding the task's other pattern: the mechanism
+the paper describes (attention picks the query's pattern, the gate damps outliers). Our
+trained models only approximate it: their cross score is negative on pattern pairs seen
+in training and positive on new pairs (measured in the docs). Then F is a nonnegative combination of the same-pattern
 examples' labels and, with no clean one among them:
     "flipped"   every such label is -y_query, so sign(F) is wrong: error 1 (n >= 1);
     "targeted"  every such label is the prompt's target class c, a fair coin independent
@@ -25,10 +26,13 @@ The floor is the expected error over these prompts:
     flipped:           ((1 + alpha)/2)^l - 2^-(l+1)
     targeted, random:  ((1 + alpha)/2)^l / 2
 
-It is not a Bayes floor: a learner that reads the other pattern's examples (their labels
-say the opposite class) or tells outliers apart and inverts them could go below it. A
-model trained on the same pattern pairs it is tested on does exactly the former; the
-task-split study shows it.
+It is not a Bayes floor, nor a bound on every model of this form: a model that reads the
+other pattern's examples (negative cross score: their labels name the opposite class) can
+go below it, and so does one trained on tasks whose two patterns it saw together (with the
+default "ordered" split, every test task whose mirror (b, a) was trained). For such a model
+:func:`clean_vote_floor` is the matching reference: it is forced wrong only when every
+example is an outlier, probability alpha^l (0.012 at alpha = 0.8, l = 20). Neither floor
+binds a model that could tell outliers apart and invert their labels.
 """
 from __future__ import annotations
 
@@ -85,3 +89,17 @@ def error_floor_closed(alpha, l: int = 20, corruption: str = "flipped"):
     alpha, l = _check(alpha, l, corruption)
     q = ((1.0 + alpha) / 2.0) ** l
     return q - 0.5**(l + 1) if corruption == "flipped" else q / 2.0
+
+
+def clean_vote_floor(alpha, l: int = 20, corruption: str = "flipped"):
+    """A lower reference: the floor of a vote that reads the clean examples of *both* patterns.
+
+    A model whose cross score is negative (example of the other pattern, whose label names
+    the other class, votes against it: the right way round) and whose gate silences every
+    outlier is only forced wrong when all l examples are outliers, probability alpha^l; then
+    every vote is an outlier's: wrong under flipped labels, a fair coin otherwise.
+    Returns:
+        alpha^l (flipped) or alpha^l / 2 (targeted, random), the shape of alpha.
+    """
+    alpha, l = _check(alpha, l, corruption)
+    return alpha**l if corruption == "flipped" else alpha**l / 2.0

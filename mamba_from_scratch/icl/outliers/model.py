@@ -89,6 +89,10 @@ def gates(P, w):
 def model_forward(params: dict, P: np.ndarray, method: str = "closed", backend: str = "numpy"):
     """F(P) for the Mamba (params has "w") or the linear Transformer (no "w").
 
+    The closed form never builds a (b, L, m) tensor: the gated label-weighted token sum
+    ``r = sum_i G_i y_i p_i`` is one (d1,) vector per prompt, and
+    ``F = <W_B r, W_C p_q> = sum_i G_i y_i a_i`` with the attention score
+    ``a_i = p_i^T W_B^T W_C p_q``. The scan runs the state ``h_t`` (m,) through time instead.
     Args:
         params: from :func:`init_params`.
         P: (b, L, d1) prompts, the query last with label slot 0.
@@ -104,17 +108,10 @@ def model_forward(params: dict, P: np.ndarray, method: str = "closed", backend: 
     if W_B.shape[1] != d1 or W_C.shape != W_B.shape:
         raise ValueError(f"W_B and W_C must both have shape (m, d1={d1}), got {W_B.shape} and {W_C.shape}")
     y = P[:, :, -1]                                        # (b, L) labels, 0 at the query
-    z = y[..., None] * (P @ W_B.T)                         # (b, L, m)  z_i = y_i W_B p_i
     c = P[:, -1] @ W_C.T                                   # (b, m)     W_C p_q
     mamba = "w" in params
-    if not mamba:
-        G, s, scan_cache = np.ones(P.shape[:2]), None, None
-        h = z.sum(axis=1)                                  # (b, m)
-    elif method == "closed":
-        G, s = gates(P, params["w"])                       # (b, L)
-        scan_cache = None
-        h = np.einsum("bl,blm->bm", G, z)                  # (b, m) h_L = sum_i G_i z_i
-    else:
+    if mamba and method == "scan":
+        z = y[..., None] * (P @ W_B.T)                     # (b, L, m)  z_i = y_i W_B p_i
         v = P @ params["w"]                                # (b, L)
         s = sigmoid(v)
         delta = softplus(v)[..., None]                     # (b, L, 1) one channel
@@ -122,53 +119,67 @@ def model_forward(params: dict, P: np.ndarray, method: str = "closed", backend: 
         A = -np.ones((1, z.shape[2]))                      # (1, m)
         C = np.ascontiguousarray(np.broadcast_to(c[:, None, :], z.shape))  # (b, L, m)
         _, h_last, scan_cache = selective_scan_forward(u, delta, A, z, C, backend=backend)
-        h = h_last[:, 0, :]                                # (b, m)
-        G = None                                           # the scan never forms the weights
+        h = h_last[:, 0, :]                                # (b, m) h_L = sum_i G_i z_i
+        cache = (P, params, c, h, s, scan_cache, method)
+    else:
+        if mamba:
+            G, s = gates(P, params["w"])                   # (b, L)
+        else:
+            G, s = np.ones(y.shape), None                  # the linear Transformer: G = 1
+        r = np.matmul((G * y)[:, None, :], P)[:, 0]        # (b, d1) r = sum_i G_i y_i p_i
+        h = r @ W_B.T                                      # (b, m)  h_L = W_B r
+        cache = (P, params, c, h, r, G, s, method)
     F = np.einsum("bm,bm->b", h, c)                        # (b,)
-    cache = (P, params, z, c, h, G, s, scan_cache, mamba, method)
     return F, cache
 
 
 def model_backward(dF: np.ndarray, cache) -> dict:
     """Gradients of sum(dF * F) with respect to every parameter.
 
-    With ``h = sum_i G_i z_i`` and ``F = <c, h>``:
-        dc   = dF h                  dW_C = sum_b dc p_q^T
-        dz_i = dF G_i c              dW_B = sum_{b,i} y_i dz_i p_i^T
-        dG_i = dF <z_i, c>           (closed form of the gate:)
+    Closed form, with ``r = sum_i G_i y_i p_i``, ``h = W_B r``, ``c = W_C p_q``, ``F = <h, c>``:
+        dh = dF c, dc = dF h         dW_B = sum_b dh r^T,   dW_C = sum_b dc p_q^T
+        dr = W_B^T dh                so dG_i = y_i <p_i, dr> = dF y_i a_i
         dv_k = dG_k G_k (1 - s_k) - s_k sum_{i<k} dG_i G_i,   dw = sum_{b,k} dv_k p_k
     since d log G_i / dv_i = 1 - s_i and d log G_i / dv_k = -s_k for k > i.
-    With method="scan" dz, dc and the gate gradient come from the scan's adjoint instead:
-    dB -> dz, dC -> dc, and (du, ddelta) -> dv through u = s / delta, delta = softplus(v).
+    With method="scan" the state and gate gradients come from the scan's adjoint instead:
+    dB -> dz_i (and dW_B = sum y_i dz_i p_i^T), dC -> dc, and (du, ddelta) -> dv through
+    u = s / delta, delta = softplus(v).
     Returns:
         grads with the keys and shapes of params.
     """
-    P, params, z, c, h, G, s, scan_cache, mamba, method = cache
-    b, L, _ = P.shape
+    P, params, c, h = cache[:4]
+    method = cache[-1]
+    b, L, d1 = P.shape
     check_float_array("dF", dF, shape=(b,))
     y = P[:, :, -1]                                        # (b, L)
+    mamba = "w" in params
     grads = {}
     if mamba and method == "scan":
+        s, scan_cache = cache[4:6]
         dy = np.zeros((b, L, 1))
         dy[:, -1, 0] = dF                                  # only the query's output is F
         du, ddelta, _, dz, dC, _, _ = selective_scan_backward(dy, scan_cache)
         dc = dC.sum(axis=1)                                # (b, m) C was c at every step
+        grads["W_B"] = (dz * y[..., None]).reshape(b * L, -1).T @ P.reshape(b * L, d1)  # (m, d1)
         v = P @ params["w"]                                # (b, L)
         delta = softplus(v)                                # (b, L)
         # u = s / delta with ds/dv = s (1 - s) and ddelta/dv = s:
         du_dv = s * ((1.0 - s) * delta - s) / delta**2     # (b, L)
         dv = du[..., 0] * du_dv + ddelta[..., 0] * s       # (b, L)
     else:
+        r, G, s = cache[4:7]
+        dh = dF[:, None] * c                               # (b, m)
         dc = dF[:, None] * h                               # (b, m)
-        dz = dF[:, None, None] * G[..., None] * c[:, None, :]  # (b, L, m)
+        grads["W_B"] = dh.T @ r                            # (m, d1)
         if mamba:
-            dGG = dF[:, None] * np.einsum("blm,bm->bl", z, c) * G  # (b, L) dG_i G_i
+            dr = dh @ params["W_B"]                        # (b, d1)
+            dGG = y * np.matmul(P, dr[:, :, None])[..., 0] * G  # (b, L) dG_i G_i
             before = np.cumsum(dGG, axis=1) - dGG          # (b, L) sum_{i<k} dG_i G_i
             dv = dGG * (1.0 - s) - s * before              # (b, L)
-    grads["W_C"] = np.einsum("bm,bd->md", dc, P[:, -1])                 # (m, d1)
-    grads["W_B"] = np.einsum("blm,bld->md", dz * y[..., None], P)       # (m, d1)
+    grads["W_C"] = dc.T @ P[:, -1]                         # (m, d1)
     if mamba:
-        grads["w"] = np.einsum("bl,bld->d", dv, P)                      # (d1,)
+        grads["w"] = dv.reshape(-1) @ P.reshape(b * L, d1)  # (d1,)
+    grads = {k: grads[k] for k in params}                  # the order of params
     return grads
 
 

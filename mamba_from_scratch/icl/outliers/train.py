@@ -1,8 +1,10 @@
 """Plain SGD on the hinge loss for paper 3's two models, and their test error.
 
 Each step draws a fresh batch of training prompts (training tasks, training outlier
-directions, outlier probability p_a), runs the model forward, takes the hand-written
-gradient of the mean hinge loss and moves every parameter by ``-lr * grad``.
+directions, outlier probability p_a), runs every model being trained forward on that same
+batch, takes the hand-written gradient of the mean hinge loss and moves each model's
+parameters by ``-lr * grad``. Sharing the batch makes the Mamba-vs-linear comparison
+paired (same data) and pays for the sampling once.
 """
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
+from ...optim import cosine_lr
 from ...validate import check_choice, check_positive_float, check_positive_int
 from .data import CORRUPTIONS, DataConfig, Patterns, Prompts, sample_prompts
 from .model import METHODS, MODELS, hinge_backward, hinge_forward, model_backward, model_forward
+
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -22,7 +27,8 @@ class TrainConfig:
 
     steps: int = 3000           # SGD steps, one fresh batch each
     batch: int = 64             # prompts per step
-    lr: float = 0.1             # SGD step size
+    lr: float = 0.1             # SGD step size (the Mamba's; see experiment.model_lrs)
+    schedule: str = "constant"  # "constant" lr, or "cosine" decay from lr to 0 over the steps
     p_a: float = 0.6            # paper: outlier probability in training prompts
     corruption: str = "random"  # ours: training outliers get a fair-coin label (see docs)
     eval_every: int = 100       # steps between points of the training curve
@@ -33,6 +39,7 @@ class TrainConfig:
         for name in ("steps", "batch", "eval_every"):
             check_positive_int(name, getattr(self, name))
         check_positive_float("lr", self.lr)
+        check_choice("schedule", self.schedule, SCHEDULES)
         if not 0.0 <= self.p_a < 1.0:
             raise ValueError(f"p_a must lie in [0, 1), got {self.p_a!r}")
         check_choice("corruption", self.corruption, CORRUPTIONS)
@@ -51,41 +58,47 @@ def evaluate(params: dict, prompts: Prompts, method: str = "closed") -> float:
     return float(error_rate(F, prompts.y_query).mean())
 
 
-def train(params: dict, data_cfg: DataConfig, patterns: Patterns, train_tasks: np.ndarray,
-          cfg: TrainConfig, rng: np.random.Generator, eval_prompts: Prompts | None = None,
-          desc: str | None = None) -> dict:
-    """Train ``params`` in place.
+def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
+          train_tasks: np.ndarray, cfg: TrainConfig, rng: np.random.Generator,
+          eval_sets: dict | None = None, desc: str | None = None) -> dict:
+    """Train every model in ``models`` in place, all on the same batches.
 
     Args:
-        params: from :func:`model.init_params` (the Mamba's has "w").
+        models: {name: params} with params from :func:`model.init_params` (a Mamba's has "w").
+        lrs: {name: peak SGD step size}; ``cfg.lr`` is not used here.
         train_tasks: (T, 2) task pairs to draw training prompts from.
-        eval_prompts: fixed prompts whose error is recorded every ``eval_every`` steps.
+        eval_sets: {set name: Prompts} whose error is recorded every ``eval_every`` steps.
         desc: tqdm label (None: no progress bar).
     Returns:
-        history: {"step": [...], "loss": mean hinge loss over the last eval_every steps,
-        "eval_error": error on eval_prompts (absent without them)}.
+        {name: history} with history = {"step": [...], "loss": mean hinge loss over the last
+        eval_every steps, and for each eval set "error_<set name>": [...]}.
     """
     cfg.validate()
-    history = {"step": [], "loss": []}
-    if eval_prompts is not None:
-        history["eval_error"] = []
-    window = []
+    if set(lrs) != set(models):
+        raise ValueError(f"lrs must name the same models as models, got {sorted(lrs)} vs {sorted(models)}")
+    eval_sets = eval_sets or {}
+    history = {name: {"step": [], "loss": [], **{f"error_{e}": [] for e in eval_sets}} for name in models}
+    window = {name: [] for name in models}
     for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=desc is None, leave=False):
         batch = sample_prompts(data_cfg, patterns, train_tasks, cfg.batch, cfg.p_a,
                                cfg.corruption, rng)
-        F, cache = model_forward(params, batch.P, cfg.method, cfg.backend)
-        loss, hcache = hinge_forward(F, batch.y_query)
-        grads = model_backward(hinge_backward(hcache), cache)
-        for key, g in grads.items():
-            params[key] -= cfg.lr * g
-        window.append(loss)
+        scale = 1.0 if cfg.schedule == "constant" else cosine_lr(step - 1, cfg.steps, 1.0)
+        for name, params in models.items():
+            F, cache = model_forward(params, batch.P, cfg.method, cfg.backend)
+            loss, hcache = hinge_forward(F, batch.y_query)
+            grads = model_backward(hinge_backward(hcache), cache)
+            for key, g in grads.items():
+                params[key] -= scale * lrs[name] * g
+            window[name].append(loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            history["step"].append(step)
-            history["loss"].append(float(np.mean(window)))
-            window = []
-            if eval_prompts is not None:
-                history["eval_error"].append(evaluate(params, eval_prompts, cfg.method))
+            for name, params in models.items():
+                h = history[name]
+                h["step"].append(step)
+                h["loss"].append(float(np.mean(window[name])))
+                window[name] = []
+                for e, prompts in eval_sets.items():
+                    h[f"error_{e}"].append(evaluate(params, prompts, cfg.method))
     return history
 
 
-__all__ = ["TrainConfig", "train", "evaluate", "error_rate", "MODELS"]
+__all__ = ["TrainConfig", "train", "evaluate", "error_rate", "MODELS", "SCHEDULES"]
