@@ -16,6 +16,10 @@ Forward, line by line as in the official ``mamba_simple.py`` (``slow_forward`` p
     out      = out_proj(y * silu(z))           (b, l, d_model)
 The backward is that list read bottom to top. Parameters are a dict with the official
 names without the ``layers.{i}.mixer.`` prefix (``in_proj.weight``, ``A_log``, ...).
+
+With ``backend="numpy"`` every step is a NumPy layer from ``layers/`` (the readable
+definition). With a compiled backend, conv + SiLU and the gate run as fused kernels from
+``mixer_kernels.py`` (same arithmetic, one pass each instead of several).
 Official implementation: mamba_ssm/modules/mamba_simple.py.
 """
 from __future__ import annotations
@@ -24,7 +28,8 @@ import numpy as np
 
 from .layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward, silu_backward,
                      silu_forward, softplus_backward, softplus_forward)
-from .scan import selective_scan_backward, selective_scan_forward
+from .mixer_kernels import conv_silu_forward, gate_backward, gate_forward, silu_conv_backward
+from .scan import resolve_backend, selective_scan_backward, selective_scan_forward
 
 
 def mixer_forward(x, p, backend="numba", conv_state=None, h0=None):
@@ -39,21 +44,29 @@ def mixer_forward(x, p, backend="numba", conv_state=None, h0=None):
     d_inner = p["D"].shape[0]
     n = p["A_log"].shape[1]
     rank = p["dt_proj.weight"].shape[1]
-    c = {}
+    fused = resolve_backend(backend) != "numpy"
+    c = {"fused": fused}
     xz, c["in_proj"] = linear_forward(x, p["in_proj.weight"])                          # (b, l, 2 d_inner)
     xi, z = xz[..., :d_inner], xz[..., d_inner:]                                       # (b, l, d_inner) each
-    xc, c["conv"] = conv1d_forward(xi, p["conv1d.weight"], p["conv1d.bias"], conv_state)
-    xs, c["silu_x"] = silu_forward(xc)                                                 # (b, l, d_inner)
+    if fused:
+        xs, c["conv"] = conv_silu_forward(xi, p["conv1d.weight"], p["conv1d.bias"], conv_state)
+    else:
+        xc, c["conv"] = conv1d_forward(xi, p["conv1d.weight"], p["conv1d.bias"], conv_state)
+        xs, c["silu_x"] = silu_forward(xc)                                             # (b, l, d_inner)
     x_dbl, c["x_proj"] = linear_forward(xs, p["x_proj.weight"])                        # (b, l, r + 2n)
     dt, B, C = x_dbl[..., :rank], x_dbl[..., rank:rank + n], x_dbl[..., rank + n:]
     dtp, c["dt_proj"] = linear_forward(dt, p["dt_proj.weight"], p["dt_proj.bias"])      # (b, l, d_inner)
     delta, c["softplus"] = softplus_forward(dtp)                                       # (b, l, d_inner)
     A = -np.exp(p["A_log"])                                                            # (d_inner, n)
     y, h_last, c["scan"] = selective_scan_forward(xs, delta, A, B, C, p["D"], h0, backend=backend)
-    gate, c["silu_z"] = silu_forward(z)                                                # (b, l, d_inner)
-    out, c["out_proj"] = linear_forward(y * gate, p["out_proj.weight"])                # (b, l, d_model)
-    c.update(y=y, gate=gate, A=A, rank=rank, n=n, h_last=h_last,
-             conv_state=c["conv"][0][:, -(p["conv1d.weight"].shape[-1] - 1):])
+    if fused:
+        yg, c["gate"] = gate_forward(y, xz)                                            # y * silu(z)
+    else:
+        gate, c["silu_z"] = silu_forward(z)                                            # (b, l, d_inner)
+        yg = y * gate
+        c.update(y=y, gate=gate)
+    out, c["out_proj"] = linear_forward(yg, p["out_proj.weight"])                      # (b, l, d_model)
+    c.update(A=A, h_last=h_last, conv_state=c["conv"][0][:, -(p["conv1d.weight"].shape[-1] - 1):])
     return out, c
 
 
@@ -66,17 +79,27 @@ def mixer_backward(dout, c, dh_last=None):
     """
     g = {}
     dyg, g["out_proj.weight"], _ = linear_backward(dout, c["out_proj"])                # (b, l, d_inner)
-    dy = dyg * c["gate"]
-    dz = silu_backward(dyg * c["y"], c["silu_z"])                                      # (b, l, d_inner)
+    b, l, d_inner = dyg.shape
+    dxz = np.empty((b, l, 2 * d_inner), dyg.dtype)                                     # d(in_proj output)
+    if c["fused"]:
+        dy = gate_backward(dyg, c["gate"], dxz)                                        # also fills dxz's z half
+    else:
+        dy = dyg * c["gate"]
+        dxz[..., d_inner:] = silu_backward(dyg * c["y"], c["silu_z"])                  # dz
     dxs, ddelta, dA, dB, dC, g["D"], dh0 = selective_scan_backward(dy, c["scan"], dh_last)
     g["A_log"] = dA * c["A"]                                                           # dA/dA_log = A
     ddtp = softplus_backward(ddelta, c["softplus"])
     ddt, g["dt_proj.weight"], g["dt_proj.bias"] = linear_backward(ddtp, c["dt_proj"])
     dx_dbl = np.concatenate([ddt, dB, dC], axis=-1)                                    # (b, l, r + 2n)
     dxs_proj, g["x_proj.weight"], _ = linear_backward(dx_dbl, c["x_proj"])
-    dxc = silu_backward(dxs + dxs_proj, c["silu_x"])
-    dxi, g["conv1d.weight"], g["conv1d.bias"], _ = conv1d_backward(dxc, c["conv"])
-    dx, g["in_proj.weight"], _ = linear_backward(np.concatenate([dxi, dz], axis=-1), c["in_proj"])
+    dxs += dxs_proj                                                                    # x feeds the scan and x_proj
+    if c["fused"]:
+        dxi, g["conv1d.weight"], g["conv1d.bias"], _ = silu_conv_backward(dxs, c["conv"])
+    else:
+        dxc = silu_backward(dxs, c["silu_x"])
+        dxi, g["conv1d.weight"], g["conv1d.bias"], _ = conv1d_backward(dxc, c["conv"])
+    dxz[..., :d_inner] = dxi
+    dx, g["in_proj.weight"], _ = linear_backward(dxz, c["in_proj"])
     return dx, g, dh0
 
 

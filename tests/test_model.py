@@ -35,8 +35,10 @@ def check_grads(loss, params, grads, keys=None):
         assert err < TOL, f"{k}: rel error {err:.2e}"
 
 
-@pytest.mark.parametrize("l", [1, 2, 5])  # l = 1 and l < d_conv are edge cases
-def test_mixer_gradients_including_states(l):
+# l = 1 and l < d_conv are edge cases; "numba" runs the fused kernels and the compiled scan
+# (test_model_gradients covers it at l = 5 too).
+@pytest.mark.parametrize("l, backend", [(1, "numpy"), (2, "numpy"), (5, "numpy"), (2, "numba")])
+def test_mixer_gradients_including_states(l, backend):
     rng = np.random.default_rng(0)
     p = layer_params(random_params(CFG, 1), 0)
     p = {k[6:]: v for k, v in p.items() if k.startswith("mixer.")}
@@ -45,10 +47,10 @@ def test_mixer_gradients_including_states(l):
     dout, dh_last = rng.normal(size=(2, l, 3)), rng.normal(size=(2, 6, 4))
 
     def loss():
-        out, c = mixer_forward(x, p, "numpy", conv_state, h0)
+        out, c = mixer_forward(x, p, backend, conv_state, h0)
         return float(np.sum(out * dout) + np.sum(c["h_last"] * dh_last))
 
-    _, cache = mixer_forward(x, p, "numpy", conv_state, h0)
+    _, cache = mixer_forward(x, p, backend, conv_state, h0)
     dx, grads, dh0 = mixer_backward(dout, cache, dh_last)
     check_grads(loss, p, grads)
     assert rel_error(dx, numerical_grad(loss, x)) < TOL
@@ -65,23 +67,25 @@ def test_block_gradients():
     assert rel_error(dx, numerical_grad(loss, x)) < TOL
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("l", [1, 5])
-def test_model_gradients(l):
+def test_model_gradients(l, backend):
     rng = np.random.default_rng(4)
     params = random_params(CFG, 5)
     x, dout = rng.normal(size=(2, l, 2)), rng.normal(size=(2, l, 5))
-    loss = lambda: float(np.sum(model_forward(params, CFG, x, "numpy")[0] * dout))
-    grads, dx = model_backward(dout, model_forward(params, CFG, x, "numpy")[1])
+    loss = lambda: float(np.sum(model_forward(params, CFG, x, backend)[0] * dout))
+    grads, dx = model_backward(dout, model_forward(params, CFG, x, backend)[1])
     assert set(grads) == set(params)
     check_grads(loss, params, grads)
     assert rel_error(dx, numerical_grad(loss, x)) < TOL
 
 
-def test_step_mode_equals_full_forward():
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_step_mode_equals_full_forward(backend):
     rng = np.random.default_rng(6)
     params = random_params(CFG, 7)
     x = rng.normal(size=(3, 9, 2))
-    full, _ = model_forward(params, CFG, x, "numpy")
+    full, _ = model_forward(params, CFG, x, backend)
     state = init_state(CFG, 3, np.float64)
     steps = []
     for t in range(9):
@@ -172,3 +176,21 @@ def test_bad_model_input_is_rejected():
         model_forward(params, CFG, np.zeros((2, 3, 2)), "torch")
     with pytest.raises(ValueError, match="rng"):
         init_params(CFG, 0)
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_fused_mixer_equals_the_numpy_layers(dtype, tol):
+    """The compiled path (fused kernels + numba scan) against the NumPy layers, both passes."""
+    rng = np.random.default_rng(11)
+    cfg = MambaConfig(d_model=8, n_layer=1, d_state=4, d_in=3, d_out=2)
+    params = {k: v.astype(dtype) for k, v in random_params(cfg, 12).items()}
+    x = rng.normal(size=(3, 37, 3)).astype(dtype)
+    dout = rng.normal(size=(3, 37, 2)).astype(dtype)
+    out_ref, cache_ref = model_forward(params, cfg, x, "numpy")
+    out, cache = model_forward(params, cfg, x, "numba")
+    assert rel_error(out, out_ref) < tol
+    g_ref, dx_ref = model_backward(dout, cache_ref)
+    g, dx = model_backward(dout, cache)
+    assert rel_error(dx, dx_ref) < tol
+    for k in g_ref:
+        assert g[k].dtype == dtype and rel_error(g[k], g_ref[k]) < tol, k

@@ -1,0 +1,157 @@
+"""The mixer's elementwise work, fused and compiled: the fast path of ``mixer.py``.
+
+Outside the scan, a training step is dominated not by its matmuls but by elementwise
+passes over (b, l, d_inner) arrays: the conv's four taps, SiLU and its derivative, the
+gate ``y * silu(z)``. Written with the NumPy layers each is several passes over memory
+and a temporary per operation; here each is one compiled loop, parallel over (b, l) rows
+and vectorised over channels (with ``fast_exp`` for float32, as in the scan).
+
+Each kernel computes exactly what a composition of ``layers/`` functions computes (the
+docstrings name it), and tests/test_mixer_kernels.py checks that, so the NumPy layers stay
+the readable definition. ``mixer_forward(..., backend="numpy")`` uses the layers, any other
+backend uses these kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .scan.fastexp import fast_exp
+
+# No nnan/ninf: sigmoid(-100) needs exp(100) = inf to give 1 / (1 + inf) = 0.
+FASTMATH = {"contract", "nsz", "arcp"}
+# Two rules keep these loops vectorised (4-10x faster than otherwise): every array is
+# C-contiguous (a strided view such as ``xz[..., d:]`` is passed whole, with an offset),
+# and constants come in as ``one`` of the array's dtype (a literal 1 would promote float32
+# arithmetic to float64).
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _conv_silu_forward_kernel(xpad, w, bias, xc, s, xs, one):
+    b, l, d = xc.shape
+    k = w.shape[1]
+    for row in prange(b * l):
+        bi, t = row // l, row % l
+        for c in range(d):
+            xc[bi, t, c] = bias[c]
+        for j in range(k):
+            for c in range(d):
+                xc[bi, t, c] += w[c, j] * xpad[bi, t + j, c]
+        for c in range(d):
+            s[bi, t, c] = one / (one + fast_exp(-xc[bi, t, c]))
+            xs[bi, t, c] = xc[bi, t, c] * s[bi, t, c]
+
+
+def conv_silu_forward(x, weight, bias, conv_state=None):
+    """silu(conv1d(x)): ``conv1d_forward`` then ``silu_forward``, in one pass.
+
+    Args:
+        x: (b, l, d) (any strides).  weight: (d, 1, k).  bias: (d,).  conv_state: (b, k-1, d) or None.
+    Returns:
+        xs: (b, l, d), cache (xpad (b, l+k-1, d), w (d, k), xc, s = sigmoid(xc)).
+    """
+    b, l, d = x.shape
+    k = weight.shape[-1]
+    xpad = np.empty((b, l + k - 1, d), x.dtype)
+    xpad[:, :k - 1] = 0 if conv_state is None else conv_state
+    xpad[:, k - 1:] = x
+    w = np.ascontiguousarray(weight[:, 0, :])
+    xc, s, xs = (np.empty((b, l, d), x.dtype) for _ in range(3))
+    _conv_silu_forward_kernel(xpad, w, bias, xc, s, xs, x.dtype.type(1))
+    return xs, (xpad, w, xc, s)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _silu_conv_backward_kernel(dxs, xc, s, xpad, w, dxc, dxpad, dw_part, db_part, one):
+    b, l, d = xc.shape
+    k = w.shape[1]
+    for bi in prange(b):                            # one sequence per task: its partial sums are its own
+        for t in range(l):                          # dxc = silu'(xc) * dxs; dweight, dbias partials
+            for c in range(d):
+                sc = s[bi, t, c]
+                g = dxs[bi, t, c] * sc * (one + xc[bi, t, c] * (one - sc))
+                dxc[bi, t, c] = g
+                db_part[bi, c] += g
+            for j in range(k):
+                for c in range(d):
+                    dw_part[bi, j, c] += dxc[bi, t, c] * xpad[bi, t + j, c]
+        for tp in range(l + k - 1):                 # dxpad[tp] = sum_j w[j] dxc[tp - j]: a gather
+            for c in range(d):
+                dxpad[bi, tp, c] = one - one
+            for j in range(k):
+                t = tp - j
+                if 0 <= t < l:
+                    for c in range(d):
+                        dxpad[bi, tp, c] += w[c, j] * dxc[bi, t, c]
+
+
+def silu_conv_backward(dxs, cache):
+    """Backward of :func:`conv_silu_forward`: ``silu_backward`` then ``conv1d_backward``.
+
+    dweight and dbias sum over (b, l); each batch element's task keeps its own partial sums
+    (in float64) and NumPy adds them, so there are no races and no atomics.
+
+    Returns:
+        dx: (b, l, d), dweight: (d, 1, k), dbias: (d,), dconv_state: (b, k-1, d).
+    """
+    xpad, w, xc, s = cache
+    b, l, d = xc.shape
+    k = w.shape[1]
+    dxc, dxpad = np.empty_like(xc), np.empty_like(xpad)
+    dw_part, db_part = np.zeros((b, k, d)), np.zeros((b, d))
+    _silu_conv_backward_kernel(np.ascontiguousarray(dxs), xc, s, xpad, w, dxc, dxpad, dw_part, db_part,
+                               xc.dtype.type(1))
+    dweight = dw_part.sum(0).T[:, None, :].astype(xc.dtype)     # (d, 1, k)
+    return dxpad[:, k - 1:], dweight, db_part.sum(0).astype(xc.dtype), dxpad[:, :k - 1]
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _gate_forward_kernel(y, xz, s, out, one):
+    m, d = y.shape
+    for i in prange(m):
+        for c in range(d):
+            z = xz[i, d + c]
+            s[i, c] = one / (one + fast_exp(-z))
+            out[i, c] = y[i, c] * z * s[i, c]
+
+
+def gate_forward(y, xz):
+    """``y * silu(z)``, the multiplicative gate of the Mamba block, with z = xz[..., d:].
+
+    Args:
+        y: (b, l, d) scan output.  xz: (b, l, 2d) in_proj's output, C-contiguous.
+    Returns:
+        out: (b, l, d), cache (y, xz, s = sigmoid(z)).
+    """
+    shape = y.shape
+    d = shape[-1]
+    y2, xz2 = y.reshape(-1, d), xz.reshape(-1, 2 * d)
+    s, out = np.empty_like(y2), np.empty_like(y2)
+    _gate_forward_kernel(y2, xz2, s, out, y.dtype.type(1))
+    return out.reshape(shape), (y2, xz2, s, shape)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _gate_backward_kernel(dout, y, xz, s, dy, dxz, one):
+    m, d = y.shape
+    for i in prange(m):
+        for c in range(d):
+            sc, z = s[i, c], xz[i, d + c]
+            dy[i, c] = dout[i, c] * z * sc                                   # silu(z)
+            dxz[i, d + c] = dout[i, c] * y[i, c] * sc * (one + z * (one - sc))  # dz
+
+
+def gate_backward(dout, cache, dxz):
+    """Backward of :func:`gate_forward`. Writes dz straight into the z half of ``dxz``.
+
+    Args:
+        dout: (b, l, d).  dxz: (b, l, 2d) C-contiguous gradient buffer of in_proj's output.
+    Returns:
+        dy: (b, l, d).
+    """
+    y2, xz2, s, shape = cache
+    d = shape[-1]
+    dy = np.empty_like(y2)
+    _gate_backward_kernel(np.ascontiguousarray(dout).reshape(-1, d), y2, xz2, s, dy,
+                          dxz.reshape(-1, 2 * d), y2.dtype.type(1))
+    return dy.reshape(shape)
