@@ -121,7 +121,9 @@ def plot(rows, path):
                              sharey=True)
     style = {"krr_full": ("tab:gray", "s", "KRR on full x"), "krr_intrinsic": ("k", "D", "KRR on hidden coords"),
              "context_free": ("tab:red", None, "context-free optimum"), "zero": ("tab:brown", None, "zero predictor")}
-    model_colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:cyan"])
+    # distinct colours and line styles: two models that learned the same function overlap exactly
+    model_styles = iter([("tab:blue", "o", "-"), ("tab:orange", "^", ":"), ("tab:green", "v", "-."),
+                         ("tab:purple", "P", "--"), ("tab:cyan", "X", "-")])
     colors = {}
     for i, link in enumerate(links):
         for j, d in enumerate(ds):
@@ -139,11 +141,11 @@ def plot(rows, path):
                     ax.axhline(err.mean(), color=color, ls="--", lw=1.2, label=label)
                     continue
                 if method in style:
-                    color, marker, label = style[method]
+                    (color, marker, label), ls = style[method], "-"
                 else:
-                    color = colors.setdefault(method, next(model_colors))
-                    marker, label = "o", f"trained {method}"
-                ax.errorbar(N, err, yerr=2 * se, color=color, marker=marker, ms=4, capsize=2, label=label)
+                    color, marker, ls = colors.setdefault(method, next(model_styles))
+                    label = f"trained {method}"
+                ax.errorbar(N, err, yerr=2 * se, color=color, marker=marker, ls=ls, ms=5, capsize=2, label=label)
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:g}"))
             ax.set_title(f"{link}, d = {d}, r = {sel[0]['r']}")
@@ -151,10 +153,13 @@ def plot(rows, path):
             if j == 0:
                 ax.set_ylabel("test error (zero predictor = 1)")
             ax.grid(alpha=0.3)
-    axes[0, -1].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    ncol = min(len(labels), 3 * len(ds))                 # a narrow figure gets a legend in two rows
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=ncol)
     fig.suptitle("In-context error vs number of examples N\n(same test prompts for every method; bars: 2 standard errors)",
                  fontsize=10)
-    fig.tight_layout()
+    legend_rows = -(-len(labels) // ncol)
+    fig.tight_layout(rect=(0, 0.05 * legend_rows / len(links) + 0.02, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
