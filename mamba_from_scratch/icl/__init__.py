@@ -1,0 +1,15 @@
+"""In-context learning of Gaussian single-index targets (SPEC sections 2-5).
+
+    links.py     Hermite links g, their information / generative exponents, and the
+                 context-free optimum E[g(<beta, x>) | x]
+    task.py      SingleIndexTask(d, r, link, tau, seed).sample(rng, n_prompts, N, n_queries)
+    features.py  phi(x), the normalised Hermite features of degree <= 2
+    gated.py     paper 1's one-layer gated Mamba (product gate via the selective scan,
+                 normalized, two-channel, none = linear attention)
+    pretrain.py  two-stage pretraining (Stage I, Stage II) and the practical AdamW variant
+    krr.py       kernel ridge regression per prompt with leave-one-out selection
+    metrics.py   the normalised error with standard errors and paired differences
+    theory.py    the ``icl-theory`` command
+Submodules are imported where used, so ``import mamba_from_scratch.icl.outliers`` does not
+pay for these.
+"""

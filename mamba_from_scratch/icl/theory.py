@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..validate import check_choice
-from .features import hermite_features, relevant_features
+from .features import relevant_features
 from .gated import GATES, context_statistic, context_statistics
 from .krr import DEFAULT_KERNELS, RIDGES_REL, krr_predict
 from .links import make_link
