@@ -44,6 +44,7 @@ def save_checkpoint(path, params, cfg, extra=None, arrays=None):
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary shareable file
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -73,3 +73,11 @@ def test_demo_training_is_reproducible_and_learns_in_context():
     assert per_pos[-4:].mean() < 0.5, per_pos
     tokens, y = linear_regression_prompts(np.random.default_rng(0), 4, 5, 2)
     assert tokens.shape == (4, 5, 3) and np.array_equal(tokens[:, 1:, -1], y[:, :-1])
+
+
+def test_blas_thread_limit():
+    from mamba_from_scratch.threads import blas_threads, limit_blas_threads
+    with pytest.raises(ValueError, match="n must be"):
+        limit_blas_threads(0)
+    with limit_blas_threads(1):
+        assert blas_threads() in (1, None)

@@ -70,27 +70,7 @@ def machine():
             "numpy": np.__version__}
 
 
-def blas_threads():
-    """Threads of the BLAS library NumPy uses (via threadpoolctl), or None if unknown."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
-    counts = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
-    return counts[0] if counts else None
-
-
-def limit_blas_threads(n):
-    """Limit NumPy's BLAS to n threads for the rest of the process (needs threadpoolctl).
-
-    Why: numba's parallel kernels and a multi-threaded BLAS each want every core; on a
-    small machine they preempt each other and a 1 ms matmul can take 50 ms.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError as err:
-        raise ValueError("--blas-threads needs the threadpoolctl package (pip install threadpoolctl)") from err
-    return threadpool_limits(limits=n, user_api="blas")
+from ..threads import blas_threads, limit_blas_threads  # noqa: E402,F401  (re-exported for the bench modules)
 
 
 def command_line(argv):

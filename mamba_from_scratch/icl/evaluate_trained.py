@@ -42,7 +42,8 @@ from .krr import krr_predict  # noqa: E402
 from .metrics import normalized_error, paired_difference  # noqa: E402
 from .prompts import query_examples  # noqa: E402
 from .task import SingleIndexTask  # noqa: E402
-from .train import predict, single_threaded_blas  # noqa: E402
+from ..threads import limit_blas_threads  # noqa: E402
+from .train import predict  # noqa: E402
 
 BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero", "oracle")
 TASK_KEYS = ("link", "d", "r", "tau", "task_seed")
@@ -224,7 +225,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    single_threaded_blas()
+    limit_blas_threads(1)
     paths = [s for s in args.checkpoint.split(",") if s]
     labels = args.labels.split(",") if args.labels else [None] * len(paths)
     if len(labels) != len(paths):

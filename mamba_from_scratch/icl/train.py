@@ -39,6 +39,7 @@ from .. import linear_attention as lat
 from .. import model as mamba
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..optim import AdamW, clip_grad_norm, cosine_lr
+from ..threads import limit_blas_threads
 from ..validate import check_choice, check_positive_float, check_positive_int
 from .prompts import ENCODINGS, decode, encode, scatter_grad, token_dim, training_examples
 from .task import SingleIndexTask
@@ -328,21 +329,6 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
             "tokens_per_s": rate, "params": params, "cfg": cfg}
 
 
-def single_threaded_blas():
-    """Limit BLAS (OpenBLAS/MKL) to one thread, if threadpoolctl is installed.
-
-    Measured here: with BLAS's own threads competing against the Numba scan's threads (and
-    other processes) on 2 cores, one training step of the full Mamba took 3.0 s instead of
-    0.9 s; the matrices are small enough that one BLAS thread loses little. The limit holds
-    for the rest of the process. Returns None without threadpoolctl.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits(1, user_api="blas")
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m mamba_from_scratch icl-train",
                                 description="Train a Mamba or linear-attention Transformer on in-context "
@@ -379,7 +365,7 @@ def config_from_args(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     tc = config_from_args(args)
-    single_threaded_blas()
+    limit_blas_threads(1)
     command = "python -m mamba_from_scratch icl-train " + " ".join(sys.argv[1:] if argv is None else argv)
     result = train(tc, args.out, resume=args.resume, until=args.until, command=command,
                    progress=not args.no_progress)
