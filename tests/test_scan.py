@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from mamba_from_scratch.gradcheck import numerical_grad
 from mamba_from_scratch.scan import BACKENDS, cpu, selective_scan_backward, selective_scan_forward
 
 GRAD_NAMES = ("du", "ddelta", "dA", "dB", "dC", "dD", "dh0")
@@ -103,22 +104,6 @@ def test_numba_independent_of_thread_count():
 
 
 # ---------------------------------------------------------------- finite differences
-
-def numerical_grad(f, x, eps=1e-6):
-    """Central differences of the scalar f() with respect to every entry of x (in place)."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        grad[i] = (fp - fm) / (2 * eps)
-    return grad
-
 
 def fd_rel_error(a, b):
     """Elementwise |a - b| / (|a| + |b|), floored so exact zeros do not divide by zero."""
