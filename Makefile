@@ -14,8 +14,12 @@ $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[dev,lessons]"
 	touch $(STAMP)
 
+# The main job in small: a Mamba trained in context by hand-written backprop, then paper 1's
+# headline (gated one-layer Mamba vs linear attention vs kernels) at --quick sizes.
 demo: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m mamba_from_scratch demo --out results/demo
+	MPLBACKEND=Agg $(PY) -m mamba_from_scratch icl-theory --quick --out results/icl_theory_quick
+	@echo "Figures and results: results/demo/ (loss_curve.png, metrics.json) and results/icl_theory_quick/ (error_vs_N.png, metrics.csv, table.md)"
 
 # The whole suite: unit tests, the CUDA kernels under the simulator, and the lessons in fast mode.
 test: $(STAMP)
