@@ -26,7 +26,7 @@ def test_outliers_quick_mamba_beats_linear_at_half_flipped(tmp_path):
     assert results["gate_alpha_0.3"]["mean_clean_over_outlier"] > 2
     assert results["data_config"]["task_split"] == "ordered"
     sens = {(r["study"], r["setting"]) for r in rows}
-    assert ("lr", "0.045") in sens and ("test_magnitude", "2 (default)") in sens
+    assert ("lr", "0.15") in sens and ("test_magnitude", "2 (default)") in sens
 
 
 def test_outliers_tune_quick_uses_validation_tasks(tmp_path):

@@ -98,7 +98,11 @@ def write_metrics(args, main_runs, sens, data_cfg):
         writer.writerows(rows)
 
     seen = np.concatenate([r["mirror_seen"] for r in main_runs])    # all test tasks of all seeds
-    summary = {"share_mirror_trained": float(seen.mean()), "scores": {}}
+    summary = {"share_mirror_trained": float(seen.mean()), "scores": {}, "paired_diff": {}}
+    for c in CORRUPTIONS:  # both models saw the same test prompts: compare them seed by seed
+        diff = [r["errors"]["mamba"][c][0] - r["errors"]["linear"][c][0] for r in main_runs]
+        mean, sem, _ = mean_sem(diff)
+        summary["paired_diff"][c] = {"mean": mean.tolist(), "sem": sem.tolist()}
     for m in MODELS:
         S = np.concatenate([r["scores"][m] for r in main_runs])     # (tasks, 2) same, cross
         summary["scores"][m] = {sub: (S[mask].mean(axis=0).tolist() if mask.any() else [np.nan] * 2)
@@ -136,7 +140,11 @@ def write_table(args, rows, summary, gate, timing, command):
             lines.append(f"| {LABELS[m]} | " + " | ".join(
                 _cell(R[("main", "default", m, c, "all", float(a))]) for a in ALPHAS) + " |")
         lines.append("")
-    lines += ["## flipped labels, by kind of test task", "",
+    lines += ["## Mamba minus linear Transformer, paired by seed (same test prompts), all test tasks", ""] + head
+    for c in CORRUPTIONS:
+        d = summary["paired_diff"][c]
+        lines.append(f"| {c} | " + " | ".join(f"{m:+.3f} ± {e:.3f}" for m, e in zip(d["mean"], d["sem"])) + " |")
+    lines += ["", "## flipped labels, by kind of test task", "",
               f"A test task (a, b) whose mirror (b, a) is a training task shows two patterns the model "
               f"saw together in training; otherwise the pair is new. Share of test tasks with a trained "
               f"mirror: {summary['share_mirror_trained']:.2f}.", ""] + head
@@ -180,16 +188,20 @@ def write_tune(args, result, command, timing):
              f"error at alpha = 0 and at alpha = 0.5 (flipped labels, training outlier directions). "
              f"Mean ± SEM over {rows[0]['n_seeds']} seeds, {args.n_test} prompts per point. Wall time "
              f"{timing['wall_s']:.0f} s at load average {timing['load_start'][0]:.1f}.", "",
-             "| schedule | batch | steps | lr | val error alpha=0 | val error alpha=0.5 | score |",
-             "|---|---|---|---|---|---|---|"]
+             "| schedule | batch | steps | lr | val error alpha=0 | val error alpha=0.5 | score "
+             "| alpha=0, mirror trained | alpha=0, mirror held out |", "|---" * 9 + "|"]
+    pm = lambda r, k: "n/a" if np.isnan(r[k]) else f"{r[k]:.3f} ± {r[k + '_sem']:.3f}"
     for r in sorted(rows, key=lambda r: r["score"]):
         lines.append(f"| {r['schedule']} | {r['batch']} | {r['steps']} | {fmt(r['lr'])} | "
-                     f"{r['val_clean']:.3f} ± {r['val_clean_sem']:.3f} | "
-                     f"{r['val_flipped']:.3f} ± {r['val_flipped_sem']:.3f} | {r['score']:.3f} ± {r['score_sem']:.3f} |")
-    b, bc = result["best"], result["best_clean"]
-    lines += ["", f"Best score: {b['schedule']}, batch {b['batch']}, {b['steps']} steps, lr {fmt(b['lr'])}.",
-              f"Best clean error alone: {bc['schedule']}, batch {bc['batch']}, {bc['steps']} steps, "
-              f"lr {fmt(bc['lr'])} ({bc['val_clean']:.3f}).", ""]
+                     f"{pm(r, 'val_clean')} | {pm(r, 'val_flipped')} | {pm(r, 'score')} | "
+                     f"{pm(r, 'val_clean_mirror_trained')} | {pm(r, 'val_clean_mirror_held_out')} |")
+    b, c, bc = result["best"], result["chosen"], result["best_clean"]
+    name = lambda r: f"{r['schedule']}, batch {r['batch']}, {r['steps']} steps, lr {fmt(r['lr'])}"
+    lines += ["", f"Best score: {name(b)} ({b['score']:.3f} ± {b['score_sem']:.3f}).",
+              f"Chosen (cheapest within one SEM of the best): {name(c)} ({c['score']:.3f}).",
+              f"Best clean error alone: {name(bc)} ({bc['val_clean']:.3f}).",
+              "The last two columns use extra validation prompts restricted to validation tasks whose "
+              "mirror (b, a) is, or is not, a training task (mean over the seeds that have such tasks).", ""]
     with open(os.path.join(args.out, "tune.md"), "w") as f:
         f.write("\n".join(lines))
 
@@ -205,7 +217,7 @@ def plot_tune(args, result):
     """Validation error against steps for each lr (constant schedule, batch 64), with the
     other runs as single points."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), sharex=True)
     rows = result["rows"]
     for k, lr in enumerate(result["lrs"]):
         color = plt.cm.viridis(k / max(len(result["lrs"]) - 1, 1) * 0.85)
@@ -218,8 +230,17 @@ def plot_tune(args, result):
                     ax.errorbar([r["steps"] for r in sel], [r[key] for r in sel],
                                 yerr=[r[key + "_sem"] for r in sel], marker=marker, ls=ls, color=color,
                                 capsize=2, label=f"lr {fmt(lr)}, {schedule}, batch {batch}")
+        sel = sorted((r for r in rows if (r["schedule"], r["batch"], r["lr"]) == ("constant", 64, lr)),
+                     key=lambda r: r["steps"])
+        for key, ls, kind in (("val_clean_mirror_held_out", "-", "mirror held out"),
+                              ("val_clean_mirror_trained", ":", "mirror trained")):
+            axes[2].errorbar([r["steps"] for r in sel], [r[key] for r in sel], yerr=[r[key + "_sem"] for r in sel],
+                             marker="o", ls=ls, color=color, capsize=2, label=f"lr {fmt(lr)}: {kind}")
     axes[0].set_ylabel("validation error, clean prompts (alpha = 0)")
     axes[1].set_ylabel("validation error, alpha = 0.5, flipped labels")
+    axes[2].set_ylabel("clean validation error by kind of task")
+    axes[2].set_title("constant lr, batch 64", fontsize=10)
+    axes[2].legend(fontsize=6, ncol=2)
     for ax in axes:
         ax.set_xscale("log")
         ax.set_xlabel("SGD steps")
@@ -333,8 +354,12 @@ def plot_all(args, main_runs, sens, gate, data_cfg):
             numeric = study in ("lr", "outlier_norm", "test_magnitude")
             order = sorted(settings, key=lambda v: float(v.split()[0]) if numeric else "(default)" not in v)
             panels.append((study, title, [(v, settings[v]) for v in order]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2), sharey=True, squeeze=False)
-    for ax, (study, title, settings) in zip(axes[0], panels):
+    ncol = min(3, len(panels))
+    nrow = -(-len(panels) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.8 * ncol, 4.2 * nrow), sharey=True, squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.remove()
+    for ax, (study, title, settings) in zip(axes.ravel(), panels):
         for k, (label, per_model) in enumerate(settings):
             color = plt.cm.viridis(k / max(len(settings) - 1, 1) * 0.85)
             for m, ls in (("mamba", "-"), ("linear", "--")):
@@ -346,7 +371,8 @@ def plot_all(args, main_runs, sens, gate, data_cfg):
         ax.set_xlabel("test outlier fraction alpha")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="solid Mamba, dashed linear", title_fontsize=7)
-    axes[0][0].set_ylabel("test error, flipped labels (all test tasks)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("test error, flipped labels (all test tasks)")
     fig.suptitle("Sensitivity under flipped labels, mean over seeds (dotted: exact floor).\n"
                  "Each panel changes one knob of the default design.", fontsize=10)
     fig.tight_layout()
