@@ -147,14 +147,16 @@ def split_tasks(cfg: DataConfig, rng: np.random.Generator):
 
 
 def hold_out(tasks: np.ndarray, rule: str, n_pairs: int, rng: np.random.Generator):
-    """Hold out ``2 n_pairs`` of ``tasks`` by the rule of :func:`split_tasks`.
+    """Hold out tasks by the rule of :func:`split_tasks`: ``2 n_pairs`` ordered pairs
+    ("ordered"), or every task of ``n_pairs`` unordered pairs ("pairs"; 2 n_pairs tasks
+    when both orders are among ``tasks``).
 
     Used twice: on all ordered pairs for the test tasks, and on the training tasks for the
     validation tasks that choose hyperparameters (the test tasks stay untouched).
     Args:
         tasks: (T, 2) ordered pairs.  rule: "ordered" or "pairs" (see :func:`split_tasks`).
     Returns:
-        kept, held: (T - 2 n_pairs, 2) and (2 n_pairs, 2), each in the order of ``tasks``.
+        kept, held: (T - T_held, 2) and (T_held, 2) integer arrays, each in the order of ``tasks``.
     """
     check_choice("rule", rule, ("ordered", "pairs"))
     tasks = np.asarray(tasks)

@@ -84,13 +84,13 @@ def write_metrics(args, main_runs, sens, data_cfg):
             for i, alpha in enumerate(ALPHAS):
                 rows.append({"study": study, "setting": setting, "model": model,
                              "corruption": corruption, "subset": subset, "alpha": float(alpha),
-                             "error_mean": float(mean[j, i]), "error_sem": float(sem[j, i]),
+                             "error_mean": round(float(mean[j, i]), 6), "error_sem": round(float(sem[j, i]), 6),
                              "n_seeds": int(n[j, i]), "n_test": args.n_test})
     for name, floor in FLOORS.items():
         for c in CORRUPTIONS:
             for alpha, f in zip(ALPHAS, floor(ALPHAS, data_cfg.l, c)):
                 rows.append({"study": "main", "setting": "default", "model": name, "corruption": c,
-                             "subset": "all", "alpha": float(alpha), "error_mean": float(f),
+                             "subset": "all", "alpha": float(alpha), "error_mean": round(float(f), 6),
                              "error_sem": 0.0, "n_seeds": 0, "n_test": 0})
     with open(os.path.join(args.out, "metrics.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -180,7 +180,7 @@ def write_tune(args, result, command, timing):
     with open(os.path.join(args.out, "tune.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows([{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
     lines = ["# Paper 3: choosing the Mamba's SGD settings on validation tasks", "",
              f"`{command.strip()}`", "",
              f"Validation tasks: {2 * result['n_val_pairs']} of the training tasks held out by the "
