@@ -28,6 +28,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from ...threads import limit_blas_threads
 from ...validate import check_positive_float, check_positive_int
 from .data import (CORRUPTIONS, TASK_SPLITS, DataConfig, hold_out, make_patterns, mirror_seen,
                    sample_prompts, split_tasks)
@@ -39,20 +40,6 @@ SUBSETS = ("all", "mirror_trained", "mirror_held_out")
 LR_SCALES = (0.3, 3.0)            # the learning-rate study, relative to --lr
 MAGNITUDES = (1.0, 2.0, 3.0, 4.0)  # the test outlier magnitude study (2.0 is the default)
 VAL_SETS = ("clean", "flipped", "clean_mirror_trained", "clean_mirror_held_out")  # --tune
-
-
-def single_threaded_blas():
-    """Limit NumPy's BLAS to one thread for the rest of the process, if threadpoolctl is there.
-
-    Our matrices are tiny (a batch of 64 prompts is a 1344 x 20 by 20 x 31 product), so one
-    thread loses nothing, while OpenBLAS's own threads fighting other processes on a busy
-    2-core machine made one such product 30x slower (12 ms instead of 0.4 ms, measured).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return None
-    return threadpool_limits(1, user_api="blas")
 
 
 def model_lrs(lr: float, l: int) -> dict:
@@ -287,7 +274,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    single_threaded_blas()
+    limit_blas_threads(1)  # tiny matmuls; OpenBLAS threads on a busy machine made them 30x slower
     t_start, load_start = time.perf_counter(), os.getloadavg()
     command = "python -m mamba_from_scratch outliers " + " ".join(argv or [])
     data_cfg = DataConfig(task_split=args.split).validate()
