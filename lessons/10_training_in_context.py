@@ -49,10 +49,6 @@ from mamba_from_scratch.icl.train import (TrainConfig, build_model, loss_and_gra
                                           train, validation_set)
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
 
-try:  # evaluate_trained selects matplotlib's Agg backend for its command line: back to inline figures
-    get_ipython().run_line_magic("matplotlib", "inline")  # noqa: F821 (defined inside Jupyter only)
-except NameError:
-    pass
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 REPO = Path.cwd().parent if Path.cwd().name == "lessons" else Path.cwd()
 CKPT = REPO / "docs" / "checkpoints"

@@ -29,21 +29,19 @@ import json
 import os
 
 import matplotlib
+import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 (after choosing the Agg backend)
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from ..checkpoint import load_checkpoint  # noqa: E402
-from ..validate import check_positive_int  # noqa: E402
-from .krr import krr_predict  # noqa: E402
-from .metrics import normalized_error, paired_difference  # noqa: E402
-from .prompts import query_examples  # noqa: E402
-from .task import SingleIndexTask  # noqa: E402
-from ..threads import limit_blas_threads  # noqa: E402
-from .train import predict  # noqa: E402
+from ..checkpoint import load_checkpoint
+from ..threads import limit_blas_threads
+from ..validate import check_positive_int
+from .krr import krr_predict
+from .metrics import normalized_error, paired_difference
+from .prompts import query_examples
+from .task import SingleIndexTask
+from .train import predict
 
 BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero", "oracle")
 TASK_KEYS = ("link", "d", "r", "tau", "task_seed")
@@ -226,6 +224,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     limit_blas_threads(1)
+    plt.switch_backend("Agg")  # files only; importing this module (e.g. in a notebook) keeps its backend
     paths = [s for s in args.checkpoint.split(",") if s]
     labels = args.labels.split(",") if args.labels else [None] * len(paths)
     if len(labels) != len(paths):
