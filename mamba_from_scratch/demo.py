@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .model import MambaConfig, init_params, model_backward, model_forward
 from .optim import AdamW, clip_grad_norm, cosine_lr
-from .threads import limit_blas_threads
+from .runtime import tune_process
 
 
 def linear_regression_prompts(rng, b, n_examples, d, dtype=np.float32):
@@ -108,7 +108,7 @@ def main(argv=None):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be >= 1")
 
-    limit_blas_threads(1)
+    tune_process()
     cfg = MambaConfig(d_model=args.d_model, n_layer=args.n_layer, d_in=args.d + 1, d_out=1)
     _, losses, per_position = train(cfg, args.steps, args.batch, args.examples, args.d, args.lr,
                                     args.seed, args.backend)

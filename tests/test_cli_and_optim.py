@@ -76,8 +76,12 @@ def test_demo_training_is_reproducible_and_learns_in_context():
 
 
 def test_blas_thread_limit():
-    from mamba_from_scratch.threads import blas_threads, limit_blas_threads
+    from mamba_from_scratch.runtime import blas_threads, limit_blas_threads, reuse_freed_memory
     with pytest.raises(ValueError, match="n must be"):
         limit_blas_threads(0)
     with limit_blas_threads(1):
         assert blas_threads() in (1, None)
+    assert reuse_freed_memory() in (True, False)  # False only without glibc
+    import ctypes.util
+    if ctypes.util.find_library("c") and "libc.so" in ctypes.util.find_library("c"):
+        assert reuse_freed_memory()

@@ -33,7 +33,7 @@ How to read them:
   yardstick, not a floor, and a kernel can beat it.
 - On a machine with few cores, numba's worker threads and a multi-threaded BLAS (OpenBLAS)
   compete for the same cores; the model's small matrix products then slow down many times
-  over. `--blas-threads 1` (threadpoolctl) or `OPENBLAS_NUM_THREADS=1` avoids that; each
+  over. Both commands therefore default to `--blas-threads 1`, like the training commands; each
   section records the BLAS thread count it ran with.
 
 The CUDA backend (`backend="cuda"`) has so far been verified for correctness in Numba's CUDA
@@ -52,8 +52,8 @@ def build_parser():
         p = sub.add_parser(name, help=help_)
         p.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported; >= 5 for the docs)")
         p.add_argument("--threads", type=int, default=0, help="numba threads (default: numba's default)")
-        p.add_argument("--blas-threads", type=int, default=0,
-                       help="limit NumPy's BLAS threads (default: leave as is; needs threadpoolctl)")
+        p.add_argument("--blas-threads", type=int, default=1,
+                       help="NumPy's BLAS threads (default 1, as the training commands use; 0 leaves it as is)")
         p.add_argument("--out", default=None, help=f"markdown file to update (default {DOC}; none with --quick)")
         p.add_argument("--json", default=None, help="raw results as JSON (default results/bench_<command>.json)")
         if name == "scan":
@@ -72,6 +72,7 @@ def main(argv=None):
         raise ValueError(f"--blas-threads must be >= 0, got {args.blas_threads}")
     if args.blas_threads:
         common.limit_blas_threads(args.blas_threads)
+    common.reuse_freed_memory()  # as the training commands do (runtime.py): no page faults per temporary
     quick = getattr(args, "quick", False)
     if args.what == "scan":
         from . import scan as bench

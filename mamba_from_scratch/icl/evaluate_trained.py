@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint
-from ..threads import limit_blas_threads
+from ..runtime import tune_process
 from ..validate import check_positive_int
 from .krr import krr_predict
 from .metrics import normalized_error, paired_difference
@@ -223,7 +223,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    limit_blas_threads(1)
+    tune_process()
     plt.switch_backend("Agg")  # files only; importing this module (e.g. in a notebook) keeps its backend
     paths = [s for s in args.checkpoint.split(",") if s]
     labels = args.labels.split(",") if args.labels else [None] * len(paths)

@@ -39,7 +39,7 @@ from .. import linear_attention as lat
 from .. import model as mamba
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..optim import AdamW, clip_grad_norm, cosine_lr
-from ..threads import limit_blas_threads
+from ..runtime import tune_process
 from ..validate import check_choice, check_positive_float, check_positive_int
 from .prompts import ENCODINGS, decode, encode, scatter_grad, token_dim, training_examples
 from .task import SingleIndexTask
@@ -365,7 +365,7 @@ def config_from_args(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     tc = config_from_args(args)
-    limit_blas_threads(1)
+    tune_process()
     command = "python -m mamba_from_scratch icl-train " + " ".join(sys.argv[1:] if argv is None else argv)
     result = train(tc, args.out, resume=args.resume, until=args.until, command=command,
                    progress=not args.no_progress)

@@ -33,17 +33,20 @@ def softplus_forward(x):
 
     Accurate for every x: for x = 1000 it is 1000, for x = -30 it is e^{-30}, and nothing
     overflows (the official code switches to the identity above x = 20 instead).
-    NumPy's ``log1p`` is not vectorised (~5x slower than ``log``), so log1p(e) is computed
+    NumPy's ``log1p`` is not vectorised (~4x slower than ``log``), so log1p(e) is computed
     with Goldberg's trick: with u = 1 + e rounded, log1p(e) = log(u) * e / (u - 1), exact to
     a few ulps; where u rounds to 1, log1p(e) = e to working precision.
-    The cache is sigmoid(x) = 1/u or e/u, the derivative, almost free from e and u.
+    The cache is sigmoid(x) = 1/u (x >= 0) or e/u (x < 0), the derivative, almost free.
+    Both case splits are written as arithmetic blends with a 0/1 mask: ``np.where`` on a
+    random mask costs ~4 ns per element here, 20x a multiply.
     """
     e = np.exp(-np.abs(x))
     u = 1 + e
     d = u - 1
-    exact = d == 0
-    log1p_e = np.where(exact, e, np.log(u) * e / np.where(exact, 1, d))
-    return np.maximum(x, 0) + log1p_e, np.where(x >= 0, 1, e) / u
+    rounded = (d == 0).astype(x.dtype)                  # 1 where u rounded to exactly 1
+    log1p_e = e * (np.log(u) / (d + rounded) + rounded)
+    pos = (x >= 0).astype(x.dtype)
+    return np.maximum(x, 0) + log1p_e, (e + pos * (1 - e)) / u
 
 
 def softplus_backward(dout, cache):

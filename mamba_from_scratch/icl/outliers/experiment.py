@@ -28,7 +28,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from ...threads import limit_blas_threads
+from ...runtime import tune_process
 from ...validate import check_positive_float, check_positive_int
 from .data import (CORRUPTIONS, TASK_SPLITS, DataConfig, hold_out, make_patterns, mirror_seen,
                    sample_prompts, split_tasks)
@@ -274,7 +274,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
-    limit_blas_threads(1)  # tiny matmuls; OpenBLAS threads on a busy machine made them 30x slower
+    tune_process()  # tiny matmuls: OpenBLAS threads on a busy machine made them 30x slower
     t_start, load_start = time.perf_counter(), os.getloadavg()
     command = "python -m mamba_from_scratch outliers " + " ".join(argv or [])
     data_cfg = DataConfig(task_split=args.split).validate()
