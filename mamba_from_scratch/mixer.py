@@ -66,7 +66,9 @@ def mixer_forward(x, p, backend="numba", conv_state=None, h0=None):
         yg = y * gate
         c.update(y=y, gate=gate)
     out, c["out_proj"] = linear_forward(yg, p["out_proj.weight"])                      # (b, l, d_model)
-    c.update(A=A, h_last=h_last, conv_state=c["conv"][0][:, -(p["conv1d.weight"].shape[-1] - 1):])
+    xpad = c["conv"][0]                                                                # (b, k-1 + l, d_inner)
+    # The last k-1 conv inputs (an explicit start: -(k-1) would be -0, i.e. all, for k = 1).
+    c.update(A=A, h_last=h_last, conv_state=xpad[:, xpad.shape[1] - (p["conv1d.weight"].shape[-1] - 1):])
     return out, c
 
 

@@ -194,3 +194,19 @@ def test_fused_mixer_equals_the_numpy_layers(dtype, tol):
     assert rel_error(dx, dx_ref) < tol
     for k in g_ref:
         assert g[k].dtype == dtype and rel_error(g[k], g_ref[k]) < tol, k
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_mixer_conv_state_continues_the_sequence(backend):
+    """Running two halves with the carried (conv_state, h_last) equals one pass; k = 1 included."""
+    rng = np.random.default_rng(13)
+    for d_conv in (1, 3):
+        cfg = MambaConfig(d_model=3, n_layer=1, d_state=4, d_conv=d_conv, dt_rank=2, d_in=2, d_out=5)
+        p = layer_params(random_params(cfg, 14), 0)
+        p = {k[6:]: v for k, v in p.items() if k.startswith("mixer.")}
+        x = rng.normal(size=(2, 7, 3))
+        full, _ = mixer_forward(x, p, backend)
+        first, c = mixer_forward(x[:, :4], p, backend)
+        assert c["conv_state"].shape == (2, d_conv - 1, 6)
+        second, _ = mixer_forward(x[:, 4:], p, backend, c["conv_state"], c["h_last"])
+        assert np.max(np.abs(np.concatenate([first, second], 1) - full)) < 1e-12

@@ -19,7 +19,7 @@ def conv1d_forward(x, weight, bias, conv_state=None):
         x: (b, l, d).  weight: (d, 1, k).  bias: (d,).
         conv_state: (b, k-1, d) the inputs just before x, or None for zeros.
     Returns:
-        out: (b, l, d), cache. ``cache[0][:, -(k-1):]`` is the conv state to carry on with.
+        out: (b, l, d), cache. ``cache[0]`` ends with the k-1 inputs to carry on with.
     """
     b, l, d = x.shape
     k = weight.shape[-1]
