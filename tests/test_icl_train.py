@@ -85,6 +85,33 @@ def test_fixed_task_pool_and_curriculum():
     assert train.schedule(tc, 10) == (tc.N, tc.d)
 
 
+def test_link_curriculum_blends_he1_into_the_link():
+    tc = train.TrainConfig(**{**TINY, "link": "he2", "link_curriculum_steps": 10, "tau": 0.0})
+    task = train.make_task(tc)
+    assert [train.link_blend(tc, s) for s in (0, 5, 10, 11)] == [0.0, 0.5, 1.0, 1.0]
+    for step, lam in ((0, 0.0), (5, 0.5), (10, 1.0)):
+        x, y = train.sample_batch(tc, task, step)
+        # the step's own prompts (same stream), relabelled through the blended link
+        prompts = task.sample(np.random.default_rng([tc.seed, 1, step]), tc.batch, tc.N, 1)
+        z = np.einsum("ptd,pd->pt", x, prompts.beta)
+        assert np.allclose(y, np.sqrt(1 - lam) * z + np.sqrt(lam) * task.link(z))
+    # after the curriculum the batch is exactly the one a run without it draws
+    plain = train.TrainConfig(**{**TINY, "link": "he2", "tau": 0.0})
+    assert all(np.array_equal(a, b) for a, b in zip(train.sample_batch(tc, task, 12),
+                                                    train.sample_batch(plain, task, 12)))
+
+
+def test_validation_gap_is_paired_against_the_context_free_optimum():
+    tc = train.TrainConfig(**{**TINY, "n_val": 64, "N": 12})
+    task = train.make_task(tc)
+    x, y, clean, cf = val = train.validation_set(tc, task)
+    cfg, params = train.build_model(tc)
+    err, cf_err, gap, se = train.validate(params, cfg, tc, task, val)
+    assert err.shape == cf_err.shape == (tc.N + 1,)
+    assert np.allclose(cf_err, np.mean((cf - clean) ** 2, axis=0) / task.link.second_moment)
+    assert np.isclose(gap, np.mean(err[tc.N // 4:] - cf_err[tc.N // 4:])) and se > 0
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     real = train.loss_and_grads
     calls = []
