@@ -149,6 +149,8 @@ def test_quick_training_beats_the_zero_predictor_and_eval_runs(tmp_path):
     summary = json.loads((out / "train_summary.json").read_text())
     val = np.array(summary["val_error_at_N"])            # error at each prefix length 0..N
     assert val[1:].mean() < 0.8, val
+    gap, se = summary["val_gap_to_context_free"]         # reported; too short a run to use the context
+    assert np.isfinite(gap) and se > 0
     ev = tmp_path / "eval"
     assert evaluate_trained.main(["--checkpoint", str(out / "ckpt.npz"), "--out", str(ev), "--N", "2,12",
                                   "--n-prompts", "16", "--queries", "4", "--no-progress"]) == 0

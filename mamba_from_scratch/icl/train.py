@@ -307,6 +307,7 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
     # state that a checkpoint carries besides params and optimizer: see save()
     st = {"step": 0, "log": [], "val_log": [], "acc": 0.0, "acc_n": 0, "tokens": 0, "train_s": 0.0}
     recent = []
+    gap = None  # the latest (paired gap to the context-free optimum, its SE) on validation
     if resume:
         params, cfg, extra, arrays = load_checkpoint(path)
         if extra.get("train_config") != dataclasses.asdict(tc):
@@ -357,11 +358,11 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
             st["acc"], st["acc_n"] = 0.0, 0
             bar.set_postfix(loss=f"{st['log'][-1][1]:.4f}", tok_s=f"{st['tokens'] / st['train_s']:,.0f}")
         if step % tc.eval_every == 0 or step == tc.steps:
-            err, cf, gap, gap_se = validate(params, cfg, tc, task, val)
+            err, cf, *gap = validate(params, cfg, tc, task, val)
             st["val_log"].append([step] + err.tolist())
             w = slice(tc.N // 4, None)
             bar.write(f"step {step}: val error over N = {tc.N // 4}..{tc.N}: {err[w].mean():.3f}, context-free "
-                      f"optimum {cf[w].mean():.3f}, paired gap {gap:+.4f} +- {gap_se:.4f} (zero predictor 1)")
+                      f"optimum {cf[w].mean():.3f}, paired gap {gap[0]:+.4f} +- {gap[1]:.4f} (zero predictor 1)")
         bar.update(1)
         if step % tc.ckpt_every == 0 or step == until:
             save()
@@ -370,7 +371,7 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
         status, message = "paused", f"stopped at step {st['step']} of {tc.steps} (--until); continue with --resume"
     rate = st["tokens"] / st["train_s"] if st["train_s"] > 0 else float("nan")
     return {"status": status, "step": st["step"], "message": message, "log": st["log"], "val_log": st["val_log"],
-            "tokens_per_s": rate, "params": params, "cfg": cfg}
+            "val_gap": gap, "tokens_per_s": rate, "params": params, "cfg": cfg}
 
 
 def build_parser():
@@ -421,7 +422,8 @@ def main(argv=None):
     summary = {k: result[k] for k in ("status", "step", "message", "tokens_per_s")}
     summary.update(train_config=dataclasses.asdict(tc), n_params=lat.count_params(result["cfg"]),
                    final_loss=result["log"][-1][1] if result["log"] else None,
-                   val_error_at_N=result["val_log"][-1][1:] if result["val_log"] else None)
+                   val_error_at_N=result["val_log"][-1][1:] if result["val_log"] else None,
+                   val_gap_to_context_free=result["val_gap"])
     with open(os.path.join(args.out, "train_summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     if result["status"] == "diverged":
