@@ -319,9 +319,10 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
         recent = arrays["recent_norms"].tolist()
     pool = task_pool(tc, task)
     val = validation_set(tc, task)
+    version = code_version()  # the code this process runs, even if the checkout moves on meanwhile
 
     def save():
-        extra = {"train_config": dataclasses.asdict(tc), **st, "code_version": code_version(),
+        extra = {"train_config": dataclasses.asdict(tc), **st, "code_version": version,
                  "command": command, "n_params": lat.count_params(cfg)}
         arrays = {f"opt.{k}": v for k, v in opt.state_dict().items()}
         arrays["recent_norms"] = np.asarray(recent, np.float64)
