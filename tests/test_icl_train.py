@@ -159,3 +159,14 @@ def test_quick_training_beats_the_zero_predictor_and_eval_runs(tmp_path):
     assert {r["method"] for r in rows} == {"mamba", "krr_full", "krr_intrinsic", "context_free", "zero", "oracle"}
     assert all(float(r["error"]) == 0 for r in rows if r["method"] == "oracle")
     assert (ev / "error_vs_N.png").stat().st_size > 0 and (ev / "paired.csv").exists()
+
+
+def test_d_gap_is_the_unpaired_difference_between_the_d_groups():
+    rows = [dict(link="He2", d=d, N=n, method=m, error=e, stderr=se)
+            for d, e0, se in ((16, 0.5, 0.03), (32, 0.65, 0.04)) for n in (1, 8)
+            for m, e in (("mamba", e0 + n / 100), ("oracle", 0.0))]
+    lines = evaluate_trained.d_gap_lines(rows)
+    assert lines[0] == "### He2: error at d = 32 minus error at d = 16 (unpaired)"
+    assert lines[2] == "- mamba: N = 1: +0.150 ± 0.050, N = 8: +0.150 ± 0.050"
+    assert not any("oracle" in line for line in lines)
+    assert evaluate_trained.d_gap_lines([r for r in rows if r["d"] == 16]) == []   # one d: nothing to compare

@@ -186,7 +186,33 @@ def table(rows, paired):
                     cells.append(f"{p['diff']:+.3f} ({p['z']:+.1f} SE)")
                 lines.append(f"- {model} minus {other}: " + ", ".join(f"N = {n}: {c}" for n, c in zip(Ns, cells)))
         lines.append("")
+    lines += d_gap_lines(rows)
     return "\n".join(lines)
+
+
+def d_gap_lines(rows):
+    """How much each method's error grows from the smallest to the largest d, per link and N.
+
+    The d groups have their own test prompts, so the difference is unpaired: its standard
+    error is sqrt(se_small^2 + se_large^2).
+    """
+    lines = []
+    for link in sorted({r["link"] for r in rows}):
+        ds = sorted({r["d"] for r in rows if r["link"] == link})
+        if len(ds) < 2:
+            continue
+        lo, hi = ds[0], ds[-1]
+        lines += [f"### {link}: error at d = {hi} minus error at d = {lo} (unpaired)", ""]
+        for method in dict.fromkeys(r["method"] for r in rows if r["link"] == link):
+            if method == "oracle":
+                continue
+            at = {(r["d"], r["N"]): r for r in rows if r["link"] == link and r["method"] == method}
+            cells = [f"N = {n}: {at[hi, n]['error'] - at[lo, n]['error']:+.3f} ± "
+                     f"{np.hypot(at[hi, n]['stderr'], at[lo, n]['stderr']):.3f}"
+                     for n in sorted({n for d, n in at if d == lo and (hi, n) in at and n >= 1})]
+            lines.append(f"- {method}: " + ", ".join(cells))
+        lines.append("")
+    return lines
 
 
 def write_csv(path, rows):
