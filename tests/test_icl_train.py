@@ -170,3 +170,12 @@ def test_d_gap_is_the_unpaired_difference_between_the_d_groups():
     assert lines[2] == "- mamba: N = 1: +0.150 ± 0.050, N = 8: +0.150 ± 0.050"
     assert not any("oracle" in line for line in lines)
     assert evaluate_trained.d_gap_lines([r for r in rows if r["d"] == 16]) == []   # one d: nothing to compare
+
+
+def test_plot_keeps_one_style_per_model_across_many_panels(tmp_path):
+    # two models in each of four (link, d) panels: styles were once drawn anew per panel and ran out
+    rows = [dict(link=link, d=d, r=8, N=n, method=m, error=0.5, stderr=0.01)
+            for link in ("He2", "He3") for d in (16, 32) for n in (1, 8)
+            for m in ("mamba", "linear-tf", "krr_full", "context_free")]
+    evaluate_trained.plot(rows, tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 0

@@ -142,7 +142,9 @@ def plot(rows, path):
                 if method in style:
                     (color, marker, label), ls = style[method], "-"
                 else:
-                    color, marker, ls = colors.setdefault(method, next(model_styles))
+                    if method not in colors:  # one style per model across all panels
+                        colors[method] = next(model_styles)
+                    color, marker, ls = colors[method]
                     label = f"trained {method}"
                 ax.errorbar(N, err, yerr=2 * se, color=color, marker=marker, ls=ls, ms=5, capsize=2, label=label)
             ax.set_xscale("log", base=2)
