@@ -159,6 +159,7 @@ def test_quick_training_beats_the_zero_predictor_and_eval_runs(tmp_path):
     assert {r["method"] for r in rows} == {"mamba", "krr_full", "krr_intrinsic", "context_free", "zero", "oracle"}
     assert all(float(r["error"]) == 0 for r in rows if r["method"] == "oracle")
     assert (ev / "error_vs_N.png").stat().st_size > 0 and (ev / "paired.csv").exists()
+    assert (ev / "training_curves.png").stat().st_size > 0
 
 
 def test_d_gap_is_the_unpaired_difference_between_the_d_groups():

@@ -19,7 +19,8 @@ differences between a trained model and each baseline, per prompt on the same pr
 to ``paired.csv``: that is how "below the context-free optimum by more than 5 standard
 errors" is measured.
 
-Writes metrics.csv, paired.csv, table.md, error_vs_N.png and config.json to --out.
+Writes metrics.csv, paired.csv, table.md, error_vs_N.png, training_curves.png (each
+checkpoint's validation log) and config.json to --out.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from .krr import krr_predict
 from .metrics import normalized_error, paired_difference
 from .prompts import query_examples
 from .task import SingleIndexTask
-from .train import predict
+from .train import TrainConfig, make_task, predict, validation_set
 
 BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero", "oracle")
 TASK_KEYS = ("link", "d", "r", "tau", "task_seed")
@@ -161,6 +162,47 @@ def plot(rows, path):
                  fontsize=10)
     legend_rows = -(-len(labels) // ncol)
     fig.tight_layout(rect=(0, 0.05 * legend_rows / len(links) + 0.02, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_training_curves(members, path):
+    """Validation error during training, one panel per (link, d), one line per checkpoint.
+
+    Each point is the checkpoint's logged validation error averaged over the prefix lengths
+    N/4..N (as icl-train prints it); the dashed line is the context-free optimum on the same
+    validation prompts, rebuilt from the run's own config (validation_set is seeded).
+
+    Args:
+        members: list of (label, train_config dict, extra dict) of icl-train checkpoints.
+    """
+    links = sorted({tc["link"] for _, tc, _ in members})
+    ds = sorted({tc["d"] for _, tc, _ in members})
+    colors = {}
+    for label, _, _ in members:
+        colors.setdefault(label, f"C{len(colors)}")                      # one colour per label in every panel
+    fig, axes = plt.subplots(len(links), len(ds), figsize=(5.2 * len(ds), 3.4 * len(links)), squeeze=False,
+                             sharey=True)
+    for (i, link), (j, d) in ((a, b) for a in enumerate(links) for b in enumerate(ds)):
+        ax = axes[i, j]
+        inside = [m for m in members if (m[1]["link"], m[1]["d"]) == (link, d)]
+        for label, tc, extra in inside:
+            val = np.asarray(extra["val_log"])                            # (evals, 1 + N + 1): step, error at 0..N
+            ax.plot(val[:, 0], val[:, 1 + tc["N"] // 4:].mean(axis=1), marker="o", ms=3, color=colors[label],
+                    label=label)
+        if inside:
+            config = TrainConfig(**inside[0][1])
+            task = make_task(config)
+            _, _, clean, cf = validation_set(config, task)
+            cf_err = np.mean((cf - clean)[:, config.N // 4:] ** 2) / task.link.second_moment
+            ax.axhline(cf_err, color="tab:red", ls="--", lw=1.2, label="context-free optimum")
+            ax.set_title(f"{link}, d = {d}, r = {config.r}", fontsize=10)
+            ax.legend(fontsize=7)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation error, mean over N/4..N")
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -294,6 +336,8 @@ def main(argv=None):
         json.dump({"checkpoints": sources, "N": N_req, "n_prompts": n_prompts, "n_queries": n_queries,
                    "seed": args.seed}, f, indent=1)
     plot(rows, os.path.join(args.out, "error_vs_N.png"))
+    plot_training_curves([(m[0], m[3], m[5]) for ms in groups.values() for m in ms],
+                         os.path.join(args.out, "training_curves.png"))
     print(table(rows, paired))
-    print(f"wrote {args.out}/metrics.csv, paired.csv, table.md, error_vs_N.png")
+    print(f"wrote {args.out}/metrics.csv, paired.csv, table.md, error_vs_N.png, training_curves.png")
     return 0
