@@ -24,7 +24,7 @@
 # **You will use** `mamba_from_scratch.icl.prompts` (`encode`, `training_examples`),
 # `mamba_from_scratch.icl.train` (`TrainConfig`, `FULL`, `QUICK`, `build_model`, `make_task`,
 # `sample_batch`, `loss_and_grads`, `train`, `schedule`, `link_blend`, `validation_set`),
-# `mamba_from_scratch.optim`, `mamba_from_scratch.checkpoint.load_checkpoint`,
+# `mamba_from_scratch.optim`, `mamba_from_scratch.checkpoint.load_checkpoint`, `mamba_from_scratch.runtime.tune_process`,
 # `mamba_from_scratch.icl.evaluate_trained` (`predict_queries`, `baseline_predict`) and
 # `mamba_from_scratch.icl.metrics` (`normalized_error`, `paired_difference`).
 
@@ -54,8 +54,10 @@ from mamba_from_scratch.icl.prompts import encode, training_examples
 from mamba_from_scratch.icl.train import (FULL, QUICK, TrainConfig, build_model, link_blend, loss_and_grads,
                                           make_task, sample_batch, schedule, train, validation_set)
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
+from mamba_from_scratch.runtime import tune_process
 
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
+tune_process()  # one BLAS thread and reused memory, as icl-train and icl-eval do (runtime.py)
 REPO = Path.cwd().parent if Path.cwd().name == "lessons" else Path.cwd()
 CKPT = REPO / "docs" / "checkpoints"
 
@@ -373,14 +375,14 @@ styles = {"Mamba": ("C0", "o-"), "Mamba, no link curriculum": ("C3", "s--"), "li
 for label, (params, cfg, extra, tc) in models["he2", 16].items():
     steps, err = val_curve(extra, tc)
     ax.plot(steps, err, styles[label][1], color=styles[label][0], ms=3, label=label)
-ax.axhline(cf_val["he2", 16], color="k", ls=":", label=f"context-free optimum ({cf_val['he2', 16]:.3f})")
+ax.axhline(cf_val["he2", 16], color="k", ls=":", zorder=1, label=f"context-free optimum ({cf_val['he2', 16]:.3f})")
 ax.axvspan(0, FULL["curriculum_steps"], color="C7", alpha=0.12, label="N and active dims growing")
 ax.axvspan(0, FULL["link_curriculum_steps"], color="C2", alpha=0.15, label="link blend (λ < 1)")
 ax.set_ylim(0.45, 1.15)
 ax.set_xlabel("training step")
 ax.set_ylabel("validation error, mean over N = 8..32")
 ax.set_title("He2, d = 16: with and without the link curriculum", fontsize=10)
-ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 ax = axes[1]
 for (link, d), group in models.items():
     for label in ("Mamba", "linear-attention TF"):
@@ -389,12 +391,12 @@ for (link, d), group in models.items():
         color = {"he2": "C0", "he3": "C4"}[link] if label == "Mamba" else {"he2": "C1", "he3": "C5"}[link]
         ax.plot(steps, err - cf_val[link, d], "-" if d == 16 else "--", color=color, lw=1.4,
                 label=f"{label}, {link.capitalize()}, d = {d}")
-ax.axhline(0, color="k", ls=":", label="context-free optimum")
+ax.axhline(0, color="k", ls=":", zorder=1, label="context-free optimum")
 ax.set_ylim(-0.45, 0.35)
 ax.set_xlabel("training step")
 ax.set_ylabel("validation error − context-free optimum")
 ax.set_title("every --full run (below 0: uses the context)", fontsize=10)
-ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 plt.tight_layout()
 plt.show()
 
@@ -450,7 +452,7 @@ def evaluate(link, d, group):
     clean, m2 = prompts.y_query_clean, task.link.second_moment
     per_prompt = {}
     for n in NS:
-        preds = {label: predict_queries(params, cfg, prompts, n, tc.encoding, "numpy")
+        preds = {label: predict_queries(params, cfg, prompts, n, tc.encoding, tc.backend)
                  for label, (params, cfg, extra, tc) in group.items()}
         preds.update({method: baseline_predict(method, task, prompts, n) for method in BASELINES})
         for method, pred in preds.items():
@@ -511,8 +513,9 @@ for ax, (key, group) in zip(axes.flat, models.items()):
         diff = np.array([paired(key, method, "context_free", n) for n in NS])
         ax.errorbar(NS, diff[:, 0], yerr=2 * diff[:, 1], fmt=fmt, color=color, ms=4, capsize=2,
                     lw=1.5 if method in styles else 1, label=BASELINES.get(method, method))
-    ax.axhline(0, color="k", ls=":", label="context-free optimum")
+    ax.axhline(0, color="k", ls=":", zorder=1, label="context-free optimum")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(NS, [str(n) for n in NS])
     ax.set_title(f"{key[0].capitalize()}, d = {key[1]}, r = 8", fontsize=10)
 for ax in axes[1]:
     ax.set_xlabel("context examples N")

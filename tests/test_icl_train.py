@@ -170,6 +170,8 @@ def test_d_gap_is_the_unpaired_difference_between_the_d_groups():
     assert lines[0] == "### He2: error at d = 32 minus error at d = 16 (unpaired)"
     assert lines[2] == "- mamba: N = 1: +0.150 ± 0.050, N = 8: +0.150 ± 0.050"
     assert not any("oracle" in line for line in lines)
+    only16 = [dict(link="He2", d=16, N=1, method="control", error=0.5, stderr=0.01)]
+    assert not any("control" in line for line in evaluate_trained.d_gap_lines(rows + only16))
     assert evaluate_trained.d_gap_lines([r for r in rows if r["d"] == 16]) == []   # one d: nothing to compare
 
 

@@ -254,7 +254,8 @@ def d_gap_lines(rows):
             cells = [f"N = {n}: {at[hi, n]['error'] - at[lo, n]['error']:+.3f} ± "
                      f"{np.hypot(at[hi, n]['stderr'], at[lo, n]['stderr']):.3f}"
                      for n in sorted({n for d, n in at if d == lo and (hi, n) in at and n >= 1})]
-            lines.append(f"- {method}: " + ", ".join(cells))
+            if cells:  # a model evaluated at one d only has no gap
+                lines.append(f"- {method}: " + ", ".join(cells))
         lines.append("")
     return lines
 
