@@ -11,6 +11,7 @@ against the config, so a file from another model size fails with a clear message
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
@@ -20,6 +21,9 @@ import numpy as np
 from .model import MambaConfig, check_params
 
 CONFIG_CLASSES = {"MambaConfig": MambaConfig}
+# The package's other model configs and the modules that register them, imported on demand
+# so that load_checkpoint works without the caller importing the model's module first.
+CONFIG_MODULES = {"LinearTFConfig": "mamba_from_scratch.linear_attention"}
 
 
 def register_config(cls):
@@ -65,7 +69,10 @@ def load_checkpoint(path):
         meta = json.loads(str(f["meta"]))
         params = {k[7:]: f[k] for k in f.files if k.startswith("params/")}
         arrays = {k[7:]: f[k] for k in f.files if k.startswith("arrays/")}
-    cls = CONFIG_CLASSES.get(meta.get("config_class"))
+    name = meta.get("config_class")
+    if name not in CONFIG_CLASSES and name in CONFIG_MODULES:
+        importlib.import_module(CONFIG_MODULES[name])                   # registers the class
+    cls = CONFIG_CLASSES.get(name)
     if cls is None:
         raise ValueError(f"checkpoint config_class {meta.get('config_class')!r} is not one of {sorted(CONFIG_CLASSES)}")
     cfg = cls(**meta["config"])

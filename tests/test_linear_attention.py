@@ -1,5 +1,8 @@
 """The linear-attention Transformer: finite-difference gradients, causality, the running sum
 = the selective scan with no decay, parameter matching, checkpoints."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -121,6 +124,12 @@ def test_checkpoint_roundtrip(tmp_path):
     p2, cfg2, extra, _ = load_checkpoint(tmp_path / "tf.npz")
     assert cfg2 == CFG and extra == {"step": 3}
     assert all(np.array_equal(params[k], p2[k]) for k in params)
+    # a fresh interpreter that never imported linear_attention can load it too
+    code = ("import sys; from mamba_from_scratch.checkpoint import load_checkpoint; "
+            "print(type(load_checkpoint(sys.argv[1])[1]).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tf.npz")], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "LinearTFConfig"
 
 
 def test_bad_input_is_a_value_error():
