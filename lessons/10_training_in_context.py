@@ -16,17 +16,18 @@
 # Hermite links, KRR, the normalized error), lesson 09 (the context-free and zero predictors
 # as references).
 #
-# **Run time.** RUNTIME_FULL on an idle 2-core machine (RUNTIME_FAST with `LESSONS_FAST=1`).
+# **Run time.** About 40 seconds on a 2-core machine (10 seconds with `LESSONS_FAST=1`).
 # Nothing is retrained: the curves come from the checkpoints in `docs/checkpoints/` (7–16
 # minutes of training each). Set `LESSONS_RETRAIN=1` to also train a shorter He2 Mamba
-# yourself (the package's `--quick` configuration, RUNTIME_RETRAIN more).
+# yourself (the package's `--quick` configuration, about 2.5 minutes more).
 #
 # **You will use** `mamba_from_scratch.icl.prompts` (`encode`, `training_examples`),
 # `mamba_from_scratch.icl.train` (`TrainConfig`, `FULL`, `QUICK`, `build_model`, `make_task`,
 # `sample_batch`, `loss_and_grads`, `train`, `schedule`, `link_blend`, `validation_set`),
-# `mamba_from_scratch.optim`, `mamba_from_scratch.checkpoint.load_checkpoint`, `mamba_from_scratch.runtime.tune_process`,
-# `mamba_from_scratch.icl.evaluate_trained` (`predict_queries`, `baseline_predict`) and
-# `mamba_from_scratch.icl.metrics` (`normalized_error`, `paired_difference`).
+# `mamba_from_scratch.optim`, `mamba_from_scratch.checkpoint.load_checkpoint`,
+# `mamba_from_scratch.runtime.tune_process`, `mamba_from_scratch.icl.evaluate_trained`
+# (`predict_queries`, `baseline_predict`) and `mamba_from_scratch.icl.metrics`
+# (`normalized_error`, `paired_difference`).
 
 # %% tags=["parameters"]
 import os
@@ -56,7 +57,7 @@ from mamba_from_scratch.icl.train import (FULL, QUICK, TrainConfig, build_model,
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
 from mamba_from_scratch.runtime import tune_process
 
-plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
+plt.rcParams.update({"figure.dpi": 72, "axes.grid": True, "grid.alpha": 0.3})
 tune_process()  # one BLAS thread and reused memory, as icl-train and icl-eval do (runtime.py)
 REPO = Path.cwd().parent if Path.cwd().name == "lessons" else Path.cwd()
 CKPT = REPO / "docs" / "checkpoints"
@@ -201,8 +202,9 @@ print(f"exercise 2 passed: your loop == the package's train over {DEMO_STEPS} st
 # and reads it with the query does well. For He2 and He3 that sum is zero on average
 # (`E[h_k(z) z] = 0` for `k ≥ 2`: information exponents 2 and 3, lesson 07), and so is the
 # gradient signal towards it; the model has to find a higher-order statistic of the context.
-# What we observed instead is that it settles on the context-free optimum and stays there
-# (for He3 that optimum is 0: the model switches its output off).
+# What we observed instead is that models settle on the context-free optimum and stay there:
+# the He2 Mamba above, and on He3, where that optimum is 0, runs that switched their output
+# off (section 5).
 #
 # The package offers two curricula (`TrainConfig` fields; `icl-train` options):
 #
@@ -280,16 +282,18 @@ print("exercise 3 passed: blend == link_blend and your labels == sample_batch's"
 # %%
 z_grid = np.linspace(-3, 3, 200)
 lams = [0.0, 0.25, 0.5, 0.75, 1.0]
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), sharey=True)
-for ax, link in zip(axes, ("he2", "he3")):
+fig, ax = plt.subplots(figsize=(6.6, 2.8))
+for link, ls in (("he2", "-"), ("he3", "--")):
     g = make_task(TrainConfig(link=link, d=4, r=2)).link
-    for i, lam in enumerate(lams):
-        ax.plot(z_grid, blended_labels(z_grid, 0.0, g, lam), color=plt.cm.viridis(i / 4), label=f"λ = {lam:g}")
-    ax.set_xlabel("z = <β, x>")
-    ax.set_title(f"labels from He1 (λ = 0) to {link.capitalize()} (λ = 1)", fontsize=10)
-axes[0].set_ylabel("label y (noiseless)")
-axes[0].set_ylim(-4, 5)
-axes[1].legend(fontsize=8, loc="upper left")
+    for lam, color in ((0.0, "C7"), (0.5, "C0"), (1.0, "C3")):
+        if lam > 0 or link == "he2":  # at λ = 0 both links give the same line, y = z
+            ax.plot(z_grid, blended_labels(z_grid, 0.0, g, lam), ls if lam > 0 else ":", color=color,
+                    label="λ = 0: He1, y = z" if lam == 0 else f"λ = {lam:g}, {link.capitalize()}")
+ax.set_xlabel("z = <β, x>")
+ax.set_ylabel("label y (noiseless)")
+ax.set_ylim(-4, 5)
+ax.set_title("the link curriculum's labels, from He1 to the link", fontsize=10)
+ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
 plt.tight_layout()
 plt.show()
 
@@ -306,7 +310,8 @@ print(f"\n--full, d = 16: link curriculum over {tc_full.link_curriculum_steps:,}
       f"N and active dims over {tc_full.curriculum_steps:,}, {tc_full.steps:,} steps in all")
 for step in (0, 500, 1000, 2000, 3000, 4000, 20000):
     n, active = schedule(tc_full, step)
-    print(f"  step {step:>6,}: λ = {link_blend(tc_full, step):.2f}, N = {n:2d}, active dims = {active:2d} of {tc_full.d}")
+    print(f"  step {step:>6,}: λ = {link_blend(tc_full, step):.2f}, N = {n:2d}, "
+          f"active dims = {active:2d} of {tc_full.d}")
 
 # %% [markdown]
 # ## 5. What the committed runs learned: the training curves
@@ -343,9 +348,10 @@ if RETRAIN:  # the package's --quick configuration: 4,000 steps, a 1,500-step li
     models["he2", 16]["your --quick Mamba"] = load_checkpoint(out_dir / "ckpt.npz")[:3] + (tc_quick,)
 for (link, d), group in models.items():
     for label, (params, cfg, extra, tc) in group.items():
+        read_out = np.linalg.norm(params["read_out.weight"])
         print(f"{link} d = {d}, {label:>26}: {extra['n_params']:,} parameters, {extra['step']:,} steps in "
               f"{extra['train_s'] / 60:2.0f} min, link curriculum {tc.link_curriculum_steps:,} steps, N/dims "
-              f"curriculum {tc.curriculum_steps:,}; |read_out.weight| = {np.linalg.norm(params['read_out.weight']):.3f}")
+              f"curriculum {tc.curriculum_steps:,}; |read_out.weight| = {read_out:.3f}")
 
 
 # %%
@@ -368,7 +374,7 @@ def val_curve(extra, tc):
 
 
 cf_val = {key: context_free_validation(next(iter(group.values()))[3]) for key, group in models.items()}
-fig, axes = plt.subplots(1, 2, figsize=(11.5, 5.2))
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
 ax = axes[0]
 styles = {"Mamba": ("C0", "o-"), "Mamba, no link curriculum": ("C3", "s--"), "linear-attention TF": ("C1", "^-"),
           "your --quick Mamba": ("C2", "v:")}
@@ -376,9 +382,10 @@ for label, (params, cfg, extra, tc) in models["he2", 16].items():
     steps, err = val_curve(extra, tc)
     ax.plot(steps, err, styles[label][1], color=styles[label][0], ms=3, label=label)
 ax.axhline(cf_val["he2", 16], color="k", ls=":", zorder=1, label=f"context-free optimum ({cf_val['he2', 16]:.3f})")
-ax.axvspan(0, FULL["curriculum_steps"], color="C7", alpha=0.12, label="N and active dims growing")
-ax.axvspan(0, FULL["link_curriculum_steps"], color="C2", alpha=0.15, label="link blend (λ < 1)")
+ax.axvspan(0, FULL["curriculum_steps"], color="C7", alpha=0.12, label="--full: N and active dims growing")
+ax.axvspan(0, FULL["link_curriculum_steps"], color="C2", alpha=0.15, label="--full: link blend (λ < 1)")
 ax.set_ylim(0.45, 1.15)
+ax.set_xticks(range(0, FULL["steps"] + 1, 5000))
 ax.set_xlabel("training step")
 ax.set_ylabel("validation error, mean over N = 8..32")
 ax.set_title("He2, d = 16: with and without the link curriculum", fontsize=10)
@@ -390,12 +397,13 @@ for (link, d), group in models.items():
         steps, err = val_curve(extra, tc)
         color = {"he2": "C0", "he3": "C4"}[link] if label == "Mamba" else {"he2": "C1", "he3": "C5"}[link]
         ax.plot(steps, err - cf_val[link, d], "-" if d == 16 else "--", color=color, lw=1.4,
-                label=f"{label}, {link.capitalize()}, d = {d}")
+                label=f"{label}, {link.capitalize()}" if d == 16 else None)
 ax.axhline(0, color="k", ls=":", zorder=1, label="context-free optimum")
 ax.set_ylim(-0.45, 0.35)
+ax.set_xticks(range(0, FULL["steps"] + 1, 5000))
 ax.set_xlabel("training step")
 ax.set_ylabel("validation error − context-free optimum")
-ax.set_title("every --full run (below 0: uses the context)", fontsize=10)
+ax.set_title("every --full run (solid: d = 16, dashed: d = 32)", fontsize=10)
 ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 plt.tight_layout()
 plt.show()
@@ -404,26 +412,29 @@ final_gap = {(key, label): val_curve(m[2], m[3])[1][-1] - cf_val[key]
              for key, group in models.items() for label, m in group.items()}
 for (key, label), gap in final_gap.items():
     print(f"{key[0]} d = {key[1]:2d}, {label:>26}: final validation error − context-free optimum {gap:+.3f}")
-assert abs(final_gap[("he2", 16), "Mamba, no link curriculum"]) < 0.01, "the control learns only the context-free optimum"
-assert all(final_gap[key, "Mamba"] < -0.1 for key in models), "every curriculum Mamba ends below the context-free optimum"
+assert abs(final_gap[("he2", 16), "Mamba, no link curriculum"]) < 0.01, \
+    "the control learns only the context-free optimum"
+assert all(final_gap[key, "Mamba"] < -0.1 for key in models), \
+    "every curriculum Mamba ends below the context-free optimum"
 assert all(final_gap[(link, d), "linear-attention TF"] < -0.1 for link, d in models if link == "he2")
 assert all(abs(final_gap[(link, d), "linear-attention TF"]) < 0.005 for link, d in models if link == "he3"), \
     "the He3 linear-attention TF ends on the context-free optimum (it predicts about 0)"
 
 # %% [markdown]
-# **Reading the figure.** Left (He2, `d = 16`, validation prompts): while the labels are
-# still blended (green band, `λ < 1`) the curriculum Mamba's error on pure-He2 prompts is
-# above the context-free optimum (0.884 on these prompts): it is fitting labels that are
-# partly linear. It crosses the optimum between steps 2,000 and 3,000, right after the blend
-# ends, and keeps falling to 0.733 (−0.151) at step 20,000. The control (red), identical but
-# for `--link-curriculum-steps 0`, CTRL_CURVE The linear-attention Transformer follows the
-# Mamba through the curricula, then keeps improving for the whole run, to 0.510 (−0.374), and
-# had not stopped at step 20,000.
+# **Reading the figure.** Left (He2, `d = 16`, validation prompts, pure He2 labels): at step
+# 1,000 all three runs are still above the context-free optimum (0.884 on these prompts). The
+# curriculum Mamba crosses it between steps 2,000 and 3,000, right after the blend ends
+# (green band, `λ < 1`), and keeps falling to 0.733 (−0.151) at step 20,000. The control
+# (red), identical but for `--link-curriculum-steps 0`, comes down onto the context-free
+# optimum by step 4,000 and stays on it for the remaining 16,000 steps (+0.001 at the end):
+# the same plateau as the 40,000-step run of section 4. The linear-attention Transformer follows the Mamba through the
+# curricula, then keeps improving for the whole run, to 0.510 (−0.374), and had not stopped
+# at step 20,000.
 #
 # Right (every run, error minus the optimum): the Mamba ends at −0.151 and −0.155 on He2
-# (`d = 16`, 32) and at −0.250 and −0.235 on He3, within about 0.02 of those values over the
-# last 8,000 steps. The linear-attention TF ends at −0.374 and −0.318 on He2, and at exactly 0
-# on He3 for both `d`, from the first validation on: its read-out weight has norm 0.02
+# (`d = 16`, 32) and at −0.250 and −0.235 on He3, moving by at most 0.03 over the last 8,000
+# steps. The linear-attention TF ends at −0.374 and −0.318 on He2, and at 0 on He3 for both
+# `d`, within 0.002 from the first validation (step 1,000) on: its read-out weight has norm 0.02
 # (against 1.4 on He2, printed above), so it predicts 0, which for the odd He3 is the
 # context-free optimum. The two curricula did not get it past that plateau in 20,000 steps;
 # a two-layer network with MLPs could transform the labels first, as lesson 08's gate does,
@@ -503,9 +514,10 @@ assert all(abs(m) < 0.02 for m, s in control), "the control sits on the context-
 tf_gain = paired(("he2", 16), "linear-attention TF", "Mamba", N_MAX)
 assert tf_gain[0] < -(2 if FAST else 5) * tf_gain[1], "on He2 the linear-attention TF beats the Mamba at N = 32"
 assert all(abs(paired((link, d), "linear-attention TF", "context_free", n)[0]) < 0.005
-           for link, d in models if link == "he3" for n in NS), "the He3 linear-attention TF predicts the context-free 0"
+           for link, d in models if link == "he3" for n in NS), \
+    "the He3 linear-attention TF predicts the context-free 0"
 
-fig, axes = plt.subplots(2, 2, figsize=(11.5, 7.4), sharex=True, sharey="row")
+fig, axes = plt.subplots(2, 2, figsize=(10, 6.2), sharex=True, sharey="row")
 base_styles = {"krr_full": ("C7", "s-."), "krr_intrinsic": ("C2", "d--")}
 for ax, (key, group) in zip(axes.flat, models.items()):
     for method in list(group) + list(base_styles):
@@ -535,11 +547,13 @@ plt.show()
 #
 # * **The link curriculum is what makes the He2 Mamba learn in context.** With it (blue, top
 #   left) the Mamba's gain grows with `N`, from −0.014 ± 0.007 at `N = 1` to −0.159 ± 0.025
-#   at `N = 32` (6.4 standard errors); the control (red) CTRL_TEST
+#   at `N = 32` (6.4 standard errors). The control (red, on the dotted line) is within
+#   +0.000 to +0.001 of the optimum at every `N` (standard errors 0.001–0.002): it learned the
+#   context-free predictor and nothing from the examples.
 # * **On He2 the linear-attention TF beats the Mamba** at every `N ≥ 8`, by 0.287 ± 0.026 at
-#   `N = 32` (`d = 16`) and 0.207 ± 0.026 (`d = 32`), and it is the only model here that beats
-#   KRR on the intrinsic coordinates at `N = 32` (by 0.189 ± 0.026 and 0.101 ± 0.029). On He3
-#   it learned nothing: its orange line lies on the dotted zero line at every `N`.
+#   `N = 32` (`d = 16`) and 0.207 ± 0.026 (`d = 32`), and on He2 it is the only model that
+#   beats KRR on the intrinsic coordinates at `N = 32` (by 0.189 ± 0.026 and 0.101 ± 0.029).
+#   On He3 it learned nothing: its orange line lies on the dotted zero line at every `N`.
 # * **On He3 the Mamba learns in context** (at `d = 16`: −0.210 ± 0.041 at `N = 16`,
 #   −0.388 ± 0.129 at `N = 32`, a wide bar because a few prompts with large labels dominate;
 #   at `d = 32`: −0.139 ± 0.030 and −0.186 ± 0.039), and beats both KRRs at `N = 32` (KRR on
@@ -551,7 +565,7 @@ plt.show()
 #   Told the 8 relevant coordinates, KRR catches up at `N = 32` (−0.257 ± 0.039 at `d = 16`,
 #   −0.286 ± 0.039 at `d = 32`) and beats the Mamba there by 0.098 ± 0.030 and
 #   0.106 ± 0.031.
-# * **`d = 16` vs 32.** The Mamba's gain at `N = 32` changes by −0.021 ± 0.030 on He2 and
+# * **`d = 16` vs 32.** The Mamba's gain at `N = 32` changes by −0.021 ± 0.031 on He2 and
 #   +0.202 ± 0.135 on He3 from `d = 16` to 32 (unpaired: different test prompts), the TF's by
 #   +0.059 ± 0.046 on He2: all within 1.5 standard errors. At this `N` and `r = 8` we see no
 #   cost of the extra irrelevant dimensions, but 256 prompts cannot rule out a small one.
@@ -563,11 +577,11 @@ plt.show()
 #   warmup-cosine schedule; `train` adds validation, checkpoints and a divergence guard.
 # * Whether a model learned *in context* is decided against the context-free optimum, paired
 #   on the same prompts.
-# * He2 and He3 labels carry no linear signal about `β`; trained directly on them the Mamba
-#   stops at the context-free optimum. The **link curriculum** (labels blended from He1 into
-#   the link, `E[y²]` constant) gets it past: the He2 control without it stays on the optimum.
-#   Garg et al.'s curriculum over `N` and the active dimensions is what kept the He3 Mamba at
-#   `d = 32` from switching its output off.
+# * He2 and He3 labels carry no linear signal about `β`; trained directly on He2 labels the
+#   Mamba stops at the context-free optimum. The **link curriculum** (labels blended from He1
+#   into the link, `E[y²]` constant) gets it past: the He2 control without it stays on the
+#   optimum. In our runs Garg et al.'s curriculum over `N` and the active dimensions is what
+#   kept the He3 Mamba at `d = 32` from switching its output off.
 # * On test prompts at `N = 32` (paired, error minus the context-free optimum's): the Mamba
 #   −0.16 (He2) and −0.39 / −0.19 (He3, `d = 16` / 32); the linear-attention TF −0.45 on
 #   He2, better than the Mamba and than KRR told the subspace, and 0 on He3, where it never
