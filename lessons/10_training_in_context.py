@@ -23,7 +23,8 @@
 #
 # **You will use** `mamba_from_scratch.icl.prompts` (`encode`, `training_examples`),
 # `mamba_from_scratch.icl.train` (`TrainConfig`, `FULL`, `QUICK`, `build_model`, `make_task`,
-# `sample_batch`, `loss_and_grads`, `train`, `schedule`, `link_blend`, `validation_set`),
+# `sample_batch`, `loss_and_grads`, `train`, `schedule`, `link_blend`, `validation_set`,
+# `validation_curve`, `context_free_errors`, `gap_window`),
 # `mamba_from_scratch.optim`, `mamba_from_scratch.checkpoint.load_checkpoint`,
 # `mamba_from_scratch.runtime.tune_process`, `mamba_from_scratch.icl.evaluate_trained`
 # (`predict_queries`, `baseline_predict`) and `mamba_from_scratch.icl.metrics`
@@ -52,8 +53,9 @@ from mamba_from_scratch.checkpoint import load_checkpoint
 from mamba_from_scratch.icl.evaluate_trained import baseline_predict, predict_queries
 from mamba_from_scratch.icl.metrics import normalized_error, paired_difference
 from mamba_from_scratch.icl.prompts import encode, training_examples
-from mamba_from_scratch.icl.train import (FULL, QUICK, TrainConfig, build_model, link_blend, loss_and_grads,
-                                          make_task, sample_batch, schedule, train, validation_set)
+from mamba_from_scratch.icl.train import (FULL, QUICK, TrainConfig, build_model, context_free_errors, gap_window,
+                                          link_blend, loss_and_grads, make_task, sample_batch, schedule, train,
+                                          validation_curve, validation_set)
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
 from mamba_from_scratch.runtime import tune_process
 
@@ -323,9 +325,9 @@ for step in (0, 500, 1000, 2000, 3000, 4000, 20000):
 #
 # Every 1,000 steps `train` measured the error at every prefix length `0..N` on 256 fixed
 # validation prompts (`validation_set`), against the noiseless targets, normalized so the
-# zero predictor scores about 1. We plot its mean over the prefixes `N/4..N = 8..32` (the
-# window `validate` uses), next to the context-free optimum on the same prompts, which we
-# compute here from `validation_set`.
+# zero predictor scores about 1. We plot its mean over the prefixes `N/4..N = 8..32`
+# (`validation_curve`; the window is `gap_window`, the one `validate` uses), next to the
+# context-free optimum on the same prompts (`context_free_errors` on `validation_set`).
 
 # %%
 def load(name):
@@ -355,22 +357,11 @@ for (link, d), group in models.items():
 
 
 # %%
-def window_mean(errors, tc):
-    """Mean of per-prefix errors (..., N + 1) over the prefix lengths N/4..N."""
-    return np.asarray(errors)[..., tc.N // 4:].mean(axis=-1)
-
-
 def context_free_validation(tc):
-    """The context-free optimum's error on the run's validation prompts, windowed as above."""
+    """The context-free optimum's error on the run's validation prompts, averaged over the
+    prefix lengths of `gap_window` (N/4..N), as `validation_curve` averages the model's."""
     task = make_task(tc)
-    x, y, clean, cf = validation_set(tc, task)                          # (P, N + 1) each but x
-    return window_mean(np.mean((cf - clean) ** 2, axis=0) / task.link.second_moment, tc)
-
-
-def val_curve(extra, tc):
-    """(steps, windowed validation error) from a checkpoint's val_log rows [step, err_0..err_N]."""
-    val = np.array(extra["val_log"])
-    return val[:, 0], window_mean(val[:, 1:], tc)
+    return context_free_errors(task, validation_set(tc, task))[:, gap_window(tc.N)].mean()
 
 
 cf_val = {key: context_free_validation(next(iter(group.values()))[3]) for key, group in models.items()}
@@ -379,7 +370,7 @@ ax = axes[0]
 styles = {"Mamba": ("C0", "o-"), "Mamba, no link curriculum": ("C3", "s--"), "linear-attention TF": ("C1", "^-"),
           "your --quick Mamba": ("C2", "v:")}
 for label, (params, cfg, extra, tc) in models["he2", 16].items():
-    steps, err = val_curve(extra, tc)
+    steps, err = validation_curve(extra)
     ax.plot(steps, err, styles[label][1], color=styles[label][0], ms=3, label=label)
 ax.axhline(cf_val["he2", 16], color="k", ls=":", zorder=1, label=f"context-free optimum ({cf_val['he2', 16]:.3f})")
 ax.axvspan(0, FULL["curriculum_steps"], color="C7", alpha=0.12, label="--full: N and active dims growing")
@@ -394,7 +385,7 @@ ax = axes[1]
 for (link, d), group in models.items():
     for label in ("Mamba", "linear-attention TF"):
         params, cfg, extra, tc = group[label]
-        steps, err = val_curve(extra, tc)
+        steps, err = validation_curve(extra)
         color = {"he2": "C0", "he3": "C4"}[link] if label == "Mamba" else {"he2": "C1", "he3": "C5"}[link]
         ax.plot(steps, err - cf_val[link, d], "-" if d == 16 else "--", color=color, lw=1.4,
                 label=f"{label}, {link.capitalize()}" if d == 16 else None)
@@ -408,7 +399,7 @@ ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 plt.tight_layout()
 plt.show()
 
-final_gap = {(key, label): val_curve(m[2], m[3])[1][-1] - cf_val[key]
+final_gap = {(key, label): validation_curve(m[2])[1][-1] - cf_val[key]
              for key, group in models.items() for label, m in group.items()}
 for (key, label), gap in final_gap.items():
     print(f"{key[0]} d = {key[1]:2d}, {label:>26}: final validation error − context-free optimum {gap:+.3f}")

@@ -74,7 +74,7 @@ def load_checkpoint(path):
         importlib.import_module(CONFIG_MODULES[name])                   # registers the class
     cls = CONFIG_CLASSES.get(name)
     if cls is None:
-        raise ValueError(f"checkpoint config_class {meta.get('config_class')!r} is not one of {sorted(CONFIG_CLASSES)}")
+        raise ValueError(f"checkpoint config_class {name!r} is not one of {sorted(CONFIG_CLASSES)}")
     cfg = cls(**meta["config"])
     check_params(params, cfg)
     return params, cfg, meta["extra"], arrays

@@ -144,7 +144,8 @@ def test_quick_training_beats_the_zero_predictor_and_eval_runs(tmp_path):
     prompts falls clearly below the zero predictor's (1 by normalisation)."""
     out = tmp_path / "quick"
     argv = ["--quick", "--link", "he2", "--d", "6", "--r", "2", "--N", "12", "--steps", "150",
-            "--link-curriculum-steps", "50", "--eval-every", "150", "--ckpt-every", "150", "--out", str(out), "--no-progress"]
+            "--link-curriculum-steps", "50", "--eval-every", "150", "--ckpt-every", "150",
+            "--out", str(out), "--no-progress"]
     assert train.main(argv) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     val = np.array(summary["val_error_at_N"])            # error at each prefix length 0..N

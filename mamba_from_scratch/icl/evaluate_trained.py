@@ -42,7 +42,8 @@ from .krr import krr_predict
 from .metrics import normalized_error, paired_difference
 from .prompts import query_examples
 from .task import SingleIndexTask
-from .train import TrainConfig, make_task, predict, validation_set
+from .train import (TrainConfig, context_free_errors, gap_window, make_task, predict, validation_curve,
+                    validation_set)
 
 BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero", "oracle")
 TASK_KEYS = ("link", "d", "r", "tau", "task_seed")
@@ -170,8 +171,9 @@ def plot_training_curves(members, path):
     """Validation error during training, one panel per (link, d), one line per checkpoint.
 
     Each point is the checkpoint's logged validation error averaged over the prefix lengths
-    N/4..N (as icl-train prints it); the dashed line is the context-free optimum on the same
-    validation prompts, rebuilt from the run's own config (validation_set is seeded).
+    N/4..N (train.validation_curve, as icl-train prints it); the dashed line is the
+    context-free optimum on the same validation prompts, rebuilt from the run's own config
+    (validation_set is seeded).
 
     Args:
         members: list of (label, train_config dict, extra dict) of icl-train checkpoints.
@@ -186,15 +188,12 @@ def plot_training_curves(members, path):
     for (i, link), (j, d) in ((a, b) for a in enumerate(links) for b in enumerate(ds)):
         ax = axes[i, j]
         inside = [m for m in members if (m[1]["link"], m[1]["d"]) == (link, d)]
-        for label, tc, extra in inside:
-            val = np.asarray(extra["val_log"])                            # (evals, 1 + N + 1): step, error at 0..N
-            ax.plot(val[:, 0], val[:, 1 + tc["N"] // 4:].mean(axis=1), marker="o", ms=3, color=colors[label],
-                    label=label)
+        for label, _, extra in inside:
+            ax.plot(*validation_curve(extra), marker="o", ms=3, color=colors[label], label=label)
         if inside:
             config = TrainConfig(**inside[0][1])
             task = make_task(config)
-            _, _, clean, cf = validation_set(config, task)
-            cf_err = np.mean((cf - clean)[:, config.N // 4:] ** 2) / task.link.second_moment
+            cf_err = context_free_errors(task, validation_set(config, task))[:, gap_window(config.N)].mean()
             ax.axhline(cf_err, color="tab:red", ls="--", lw=1.2, label="context-free optimum")
             ax.set_title(f"{link}, d = {d}, r = {config.r}", fontsize=10)
             ax.legend(fontsize=7)

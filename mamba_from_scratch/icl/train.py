@@ -41,6 +41,7 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..optim import AdamW, clip_grad_norm, cosine_lr
 from ..runtime import tune_process
 from ..validate import check_choice, check_positive_float, check_positive_int
+from .metrics import paired_difference
 from .prompts import ENCODINGS, decode, encode, scatter_grad, token_dim, training_examples
 from .task import SingleIndexTask
 
@@ -209,8 +210,8 @@ def sample_batch(tc, task, step, pool=None):
     With a pool, each prompt's beta is replaced by one from the pool and its labels redrawn
     through the link, keeping the noise the task drew (noise = y - g(<beta_old, x>)).
     With a link curriculum, the labels are redrawn through the blend of link_blend (same
-    x, beta and noise). With a curriculum, the inactive coordinates (outside the subspace and beyond the
-    current active count) are zeroed; the labels do not depend on them.
+    x, beta and noise). With a curriculum, the inactive coordinates (outside the subspace
+    and beyond the current active count) are zeroed; the labels do not depend on them.
     """
     rng = np.random.default_rng([tc.seed, 1, step])
     n, active = schedule(tc, step)
@@ -218,11 +219,11 @@ def sample_batch(tc, task, step, pool=None):
     x, y = training_examples(prompts)                                           # (b, n+1, d), (b, n+1)
     lam = link_blend(tc, step)
     if pool is not None or lam < 1.0:
-        beta = prompts.beta
-        noise = y - task.link(np.einsum("ptd,pd->pt", x, beta))
+        z = np.einsum("ptd,pd->pt", x, prompts.beta)                            # (b, n+1)
+        noise = y - task.link(z)
         if pool is not None:
             beta = pool[rng.integers(len(pool), size=tc.batch)]                 # (b, d)
-        z = np.einsum("ptd,pd->pt", x, beta)                                    # (b, n+1)
+            z = np.einsum("ptd,pd->pt", x, beta)
         y = np.sqrt(1.0 - lam) * z + np.sqrt(lam) * task.link(z) + noise
     if active < tc.d:
         others = np.setdiff1d(np.arange(tc.d), task.index_set)
@@ -247,10 +248,22 @@ def loss_and_grads(params, cfg, x, y, encoding, backend):
     return loss, grads, pred
 
 
+def gap_window(N):
+    """The prefix lengths N/4..N that the validation gap averages over, as a slice of 0..N:
+    the short prefixes, where little can be learned from the context, are left out."""
+    return slice(N // 4, None)
+
+
+def context_free_errors(task, val):
+    """Normalised squared errors (P, N + 1) of the context-free optimum on validation prompts."""
+    _, _, clean, cf = val
+    return (cf - clean) ** 2 / task.link.second_moment
+
+
 def validate(params, cfg, tc, task, val):
     """Normalised error against the noiseless targets at every prefix length 0..N on the
     validation prompts (one forward pass each), the context-free optimum's, and their paired
-    gap over the prefix lengths N/4..N.
+    gap over the prefix lengths of gap_window.
 
     A single position of a few hundred prompts is too noisy to tell the two apart (He2 and
     He3 labels are heavy-tailed), so the gap averages each prompt over the window first and
@@ -259,13 +272,19 @@ def validate(params, cfg, tc, task, val):
     Returns:
         err (N + 1,), cf_err (N + 1,), gap (float), gap_se (float).
     """
-    x, y, clean, cf = val
+    x, y, clean, _ = val
     pred = predict(params, cfg, x, y, tc.encoding, tc.backend)                 # (P, N + 1)
-    norm = task.link.second_moment
-    sq, sq_cf = (pred - clean) ** 2 / norm, (cf - clean) ** 2 / norm            # (P, N + 1)
-    per_prompt = np.mean(sq[:, tc.N // 4:] - sq_cf[:, tc.N // 4:], axis=1)     # (P,)
-    gap_se = float(np.std(per_prompt, ddof=1) / np.sqrt(len(per_prompt)))
-    return sq.mean(axis=0), sq_cf.mean(axis=0), float(per_prompt.mean()), gap_se
+    sq, sq_cf = (pred - clean) ** 2 / task.link.second_moment, context_free_errors(task, val)  # (P, N + 1)
+    w = gap_window(tc.N)
+    gap, gap_se = paired_difference(sq[:, w].mean(axis=1), sq_cf[:, w].mean(axis=1))
+    return sq.mean(axis=0), sq_cf.mean(axis=0), gap, gap_se
+
+
+def validation_curve(extra):
+    """(steps, validation error averaged over gap_window) from an icl-train checkpoint's
+    ``extra``, whose val_log rows are [step, error at prefix 0..N]."""
+    val = np.asarray(extra["val_log"])
+    return val[:, 0], val[:, 1:][:, gap_window(extra["train_config"]["N"])].mean(axis=1)
 
 
 def validation_set(tc, task):
@@ -363,7 +382,7 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
         if step % tc.eval_every == 0 or step == tc.steps:
             err, cf, *gap = validate(params, cfg, tc, task, val)
             st["val_log"].append([step] + err.tolist())
-            w = slice(tc.N // 4, None)
+            w = gap_window(tc.N)
             bar.write(f"step {step}: val error over N = {tc.N // 4}..{tc.N}: {err[w].mean():.3f}, context-free "
                       f"optimum {cf[w].mean():.3f}, paired gap {gap[0]:+.4f} +- {gap[1]:.4f} (zero predictor 1)")
         bar.update(1)
