@@ -6,10 +6,16 @@
 # two discretizations), how to run it as a loop over time, and when it can also be run as
 # a convolution.
 #
-# **Prerequisites.** NumPy, a first course in linear algebra and ODEs (`h' = a h` has the
-# solution `h(t) = e^{a t} h(0)`). No deep learning needed.
+# **Prerequisites.** NumPy (broadcasting, `np.einsum`). Math: the scalar linear ODE
+# (`h' = a h + b u` has the solution `h(t) = e^{a t} h(0) + ∫ e^{a(t-s)} b u(s) ds`), the
+# Taylor series of `e^x` to first order, diagonal matrices, and a discrete convolution
+# `y_t = Σ_s K_{t-s} u_s`. No deep learning needed; lesson 00 is optional.
 #
-# **Run time.** About 10 seconds (1 second with `LESSONS_FAST=1`).
+# **Run time.** About 10 seconds (2 seconds with `LESSONS_FAST=1`).
+#
+# **Exercises.** 01.1 the exact ZOH discretization, vectorised; 01.2 the S6 forward pass,
+# vectorised over batch, channels and state; 01.3 the convolution kernel of a
+# time-invariant SSM. Checked against closed forms and frozen arrays (`_data/01_scan.npz`).
 #
 # **You will use** `mamba_from_scratch.scan.selective_scan_forward` (backend `"numpy"`,
 # the readable reference that the compiled kernels of lessons 03 and 05 are checked against).
@@ -25,6 +31,7 @@ N_STATE = 4 if FAST else 16         # state size n (d_state)
 L_VIEW = 32 if FAST else 48         # sequence length of the recurrent-vs-convolution pictures
 
 # %%
+import math
 import time
 
 import matplotlib.pyplot as plt
@@ -33,6 +40,8 @@ import numpy as np
 from mamba_from_scratch.scan import selective_scan_forward
 
 rng = np.random.default_rng(SEED)
+_passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
+frozen = np.load("_data/01_scan.npz")   # reference arrays written by _data/make_01.py from the package
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 
 # %% [markdown]
@@ -158,45 +167,75 @@ plt.show()
 # a rescaling of `B̄` by that factor (between 1 and `1 + Δ|A|`), which a model that learns
 # `Δ` and `B` can compensate for (hence "no loss of performance" in practice).
 #
-# ### Exercise 1: the exact ZOH input matrix
+# ### Exercise 01.1: the exact ZOH discretization, for every channel and state
 #
-# Write `zoh_B(delta, A, B)` returning the exact ZOH `B̄ = (e^{ΔA} - 1) / A · B`
-# elementwise (diagonal `A`). The check compares it with Euler's `ΔB` for small steps
-# (they must agree to first order) and verifies that feeding `B̄/Δ` to the package's
-# Euler-B kernel turns it into an exact ZOH scan: the state must then settle exactly at the
-# continuous system's steady state `h∞ = -B u / A`.
-
-# %% tags=["exercise"]
-def zoh_B(delta, A, B):
-    """Exact ZOH input matrix for a diagonal A.
-
-    Args:
-        delta: step size, scalar or broadcastable array, > 0.
-        A: diagonal of A, negative.  B: input matrix, same shape as A (or broadcastable).
-    Returns:
-        B_bar = (exp(delta * A) - 1) / A * B, elementwise.
-    """
-    raise NotImplementedError("Exercise 1: write zoh_B")
+# Write `discretize_zoh(delta, A, B)` returning the exact ZOH pair for S6's shapes,
+#
+# $$\bar A_t[d, n] = e^{\Delta_t[d]\, A[d, n]}, \qquad \bar B_t[d, n] = \frac{e^{\Delta_t[d] A[d, n]} - 1}{A[d, n]}\, B_t[n],$$
+#
+# for every batch `b` and step `t` at once (broadcasting, no Python loops).
+#
+# | code | shape | meaning |
+# |---|---|---|
+# | `delta` | `(b, l, d)` | step sizes, > 0 |
+# | `A` | `(d, n)` | negative decay rates |
+# | `B` | `(b, l, n)` | input matrix per token |
+# | returned | `(b, l, d, n)`, `(b, l, d, n)` | `A_bar`, `B_bar` |
+#
+# Mind the precision of `e^x - 1` for tiny `x = ΔA`: in float64 `np.exp(1e-12) - 1` keeps
+# only 4 correct digits; `np.expm1` keeps all 16. The check tests tiny steps too, and the
+# identity that makes ZOH exact for a constant input: the steady state
+# `B̄ u / (1 - Ā)` equals the continuous one, `-B u / A`, for **every** `Δ`.
 
 # %% tags=["solution"]
-def zoh_B(delta, A, B):
-    """Exact ZOH input matrix for a diagonal A (see the exercise for Args/Returns)."""
-    return np.expm1(delta * A) / A * B  # expm1 keeps precision when delta * A is tiny
+def discretize_zoh(delta, A, B):
+    """Exact zero-order-hold discretization of S6's diagonal state space model.
 
-# %% tags=["check"]
-A_chk = -np.array([0.5, 1.0, 3.0])
-B_chk = np.array([1.0, -2.0, 0.5])
-assert np.allclose(zoh_B(np.log(2.0), -1.0, 1.0), 0.5), "(e^{-ln 2} - 1) / (-1) should be 1/2"
-small = 1e-4
-assert np.allclose(zoh_B(small, A_chk, B_chk), small * B_chk, rtol=1e-3), "ZOH ≈ Euler for small Δ"
-# One channel, a constant input u = 1 for many steps: the exact scan reaches -B/A.
-delta_chk, l_chk = 0.7, 200
-Bt = zoh_B(delta_chk, A_chk, B_chk) / delta_chk  # what the Euler-B kernel must see
-_, h_last, _ = selective_scan_forward(
-    np.ones((1, l_chk, 1)), np.full((1, l_chk, 1), delta_chk), A_chk[None, :],
-    np.tile(Bt, (1, l_chk, 1)), np.zeros((1, l_chk, 3)), backend="numpy")
-assert np.allclose(h_last[0, 0], -B_chk / A_chk), (h_last[0, 0], -B_chk / A_chk)
-print("exercise 1 passed: steady state", h_last[0, 0], "= -B/A")
+    Args:
+        delta: (b, l, d) step sizes > 0.  A: (d, n) negative.  B: (b, l, n).
+    Returns:
+        A_bar: (b, l, d, n) = exp(delta A).
+        B_bar: (b, l, d, n) = (exp(delta A) - 1) / A * B.
+    """
+    ### BEGIN SOLUTION
+    dA = delta[..., None] * A                      # (b, l, d, n)
+    A_bar = np.exp(dA)
+    B_bar = np.expm1(dA) / A * B[:, :, None, :]    # expm1 keeps precision when delta * A is tiny
+    return A_bar, B_bar
+    ### END SOLUTION
+
+# %% tags=["check", "points=2"]
+_passed["01.1"] = False
+# By hand: delta = ln 2, A = -1 gives A_bar = 1/2 and B_bar = (1/2 - 1) / (-1) B = B / 2.
+A_bar, B_bar = discretize_zoh(np.full((1, 1, 1), np.log(2.0)), -np.ones((1, 1)), np.full((1, 1, 1), 3.0))
+assert np.shape(A_bar) == (1, 1, 1, 1) and np.shape(B_bar) == (1, 1, 1, 1), "shapes must be (b, l, d, n)"
+assert np.allclose(A_bar, 0.5, rtol=1e-12) and np.allclose(B_bar, 1.5, rtol=1e-12), (A_bar, B_bar)
+chk_rng = np.random.default_rng(3)
+delta_c = np.exp(chk_rng.uniform(-6, 1, (2, 5, 3)))        # steps from 0.0025 to 2.7
+A_c = -np.exp(chk_rng.standard_normal((3, 4)))
+B_c = chk_rng.standard_normal((2, 5, 4))
+A_bar, B_bar = discretize_zoh(delta_c, A_c, B_c)
+assert np.shape(A_bar) == (2, 5, 3, 4) and np.shape(B_bar) == (2, 5, 3, 4), \
+    f"shapes must be (b, l, d, n) = (2, 5, 3, 4), got {np.shape(A_bar)}, {np.shape(B_bar)}"
+i_, t_, k_, j_ = 1, 3, 2, 0                                  # one element, by the scalar formula
+x_ = delta_c[i_, t_, k_] * A_c[k_, j_]
+assert np.isclose(A_bar[i_, t_, k_, j_], math.exp(x_), rtol=1e-12), "A_bar[b, t, d, n] = exp(delta[b, t, d] A[d, n])"
+assert np.isclose(B_bar[i_, t_, k_, j_], math.expm1(x_) / A_c[k_, j_] * B_c[i_, t_, j_], rtol=1e-12), \
+    "B_bar[b, t, d, n] = (exp(delta A) - 1) / A[d, n] * B[b, t, n]"
+steady = B_bar / (1 - A_bar)                                 # ZOH's DC gain, (b, l, d, n)
+assert np.allclose(steady, -B_c[:, :, None, :] / A_c, rtol=1e-10), "ZOH's steady state must be -B/A for every delta"
+### BEGIN HIDDEN TESTS
+for i_, t_, k_, j_ in np.ndindex(2, 5, 3, 4):
+    x_ = delta_c[i_, t_, k_] * A_c[k_, j_]
+    assert np.isclose(A_bar[i_, t_, k_, j_], math.exp(x_), rtol=1e-12)
+    assert np.isclose(B_bar[i_, t_, k_, j_], math.expm1(x_) / A_c[k_, j_] * B_c[i_, t_, j_], rtol=1e-12)
+tiny = np.full((1, 2, 3), 1e-12)                             # tiny steps: B_bar = delta B (1 + delta A / 2 + ...)
+A_bar, B_bar = discretize_zoh(tiny, A_c, B_c[:1, :2])
+assert np.allclose(B_bar / (1e-12 * B_c[:1, :2, None, :]), 1.0, rtol=1e-9, atol=0), \
+    "for tiny steps B_bar must equal delta B to 9 digits: use np.expm1, not np.exp(x) - 1"
+### END HIDDEN TESTS
+_passed["01.1"] = True
+print("exercise 01.1 passed")
 
 # %% [markdown]
 # ## 4. The selective scan as a loop over time
@@ -251,22 +290,120 @@ def random_scan_inputs(rng, b, l, d, n):
     return u, delta, A, B, C, D
 
 
+# %% [markdown]
+# ### Exercise 01.2: the S6 forward pass, vectorised over batch, channels and state
+#
+# The triple loop is the specification, and it is slow: `b · l · d · n` Python-level
+# iterations. Write `selective_scan(u, delta, A, B, C, D)` that keeps **only the loop over
+# time** (it must stay: `h_t` needs `h_{t-1}`) and does every `(batch, channel, state)`
+# update of a step in one array operation, for a whole batch, starting from `h_0 = 0`:
+#
+# $$h_t = \bar A_t \odot h_{t-1} + \Delta_t B_t u_t \quad (b, d, n), \qquad y_t = \textstyle\sum_n C_t[n]\, h_t[\cdot, n] + D \odot u_t \quad (b, d),$$
+#
+# with Mamba's discretization: `Ā = exp(Δ A)` (ZOH), `B̄ = Δ B` (Euler), as in the loop above.
+#
+# | code | shape |
+# |---|---|
+# | `u`, `delta` | `(b, l, d)` |
+# | `A` | `(d, n)` |
+# | `B`, `C` | `(b, l, n)` |
+# | `D` | `(d,)` |
+# | returned `y`, `h_last` | `(b, l, d)`, `(b, d, n)` (the state after the last step) |
+#
+# The check compares with arrays the package computed once and froze in `_data/01_scan.npz`
+# (a float64 run of its reference scan), and with two closed forms: one step
+# (`h_1 = Δ_1 B_1 u_1`), and the impulse response of one channel with `n = 1`
+# (`y_t = C Δ B e^{(t-1)ΔA}` after a unit impulse at `t = 1`).
+
+# %% tags=["solution"]
+def selective_scan(u, delta, A, B, C, D):
+    """S6 forward for a batch, looping over time only.
+
+    Args:
+        u, delta: (b, l, d).  A: (d, n).  B, C: (b, l, n).  D: (d,).
+    Returns:
+        y: (b, l, d).  h_last: (b, d, n), the state after step l.
+    """
+    ### BEGIN SOLUTION
+    b, l, d = u.shape
+    h = np.zeros((b, d, A.shape[1]))                                     # (b, d, n)
+    y = np.empty((b, l, d))
+    for t in range(l):
+        deltaA = np.exp(delta[:, t, :, None] * A)                        # (b, d, n)  ZOH for A
+        deltaB_u = (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]   # (b, d, n)  Euler for B
+        h = deltaA * h + deltaB_u
+        y[:, t] = np.einsum("bdn,bn->bd", h, C[:, t]) + D * u[:, t]      # (b, d)
+    return y, h
+    ### END SOLUTION
+
+# %% tags=["check", "points=4"]
+_passed["01.2"] = False
+names = ("u", "delta", "A", "B", "C", "D")
+y_a, h_a = selective_scan(*(frozen["a_" + k] for k in names))
+assert np.shape(y_a) == (2, 7, 3), f"y must be (b, l, d) = (2, 7, 3), got {np.shape(y_a)}"
+assert np.shape(h_a) == (2, 3, 4), f"h_last must be (b, d, n) = (2, 3, 4), got {np.shape(h_a)}"
+assert np.allclose(y_a, frozen["a_y"], rtol=1e-10, atol=1e-12), "y differs from the frozen reference"
+assert np.allclose(h_a, frozen["a_h_last"], rtol=1e-10, atol=1e-12), "h_last differs from the frozen reference"
+# One step, by hand: h_1 = delta B u (h_0 = 0), y_1 = sum_n C h_1 + D u.
+first = {k: frozen["a_" + k][:, :1] if k in ("u", "delta", "B", "C") else frozen["a_" + k] for k in names}
+y_1, h_1 = selective_scan(*(first[k] for k in names))
+u1, d1, B1, C1 = (first[k][:, 0] for k in ("u", "delta", "B", "C"))
+h_hand = (d1 * u1)[:, :, None] * B1[:, None, :]                          # (b, d, n)
+assert np.allclose(h_1, h_hand, rtol=1e-12), "after one step h = delta B u"
+assert np.allclose(y_1[:, 0], (h_hand * C1[:, None, :]).sum(-1) + frozen["a_D"] * u1, rtol=1e-12), \
+    "after one step y = sum_n C h + D u"
+### BEGIN HIDDEN TESTS
+y_h, h_h = selective_scan(*(frozen["h_" + k] for k in names))
+assert np.shape(y_h) == (1, 5, 2) and np.shape(h_h) == (1, 2, 6)
+assert np.allclose(y_h, frozen["h_y"], rtol=1e-10, atol=1e-12) and np.allclose(h_h, frozen["h_h_last"], rtol=1e-10, atol=1e-12)
+# Impulse response of one channel, n = 1: y_t = C delta B exp((t - 1) delta A) for t >= 1, D = 0.
+l_i, dlt, a_i, b_i, c_i = 12, 0.3, -0.8, 1.5, -0.7
+u_i = np.zeros((1, l_i, 1))
+u_i[0, 0] = 1.0
+y_i, h_i = selective_scan(u_i, np.full((1, l_i, 1), dlt), np.full((1, 1), a_i), np.full((1, l_i, 1), b_i),
+                          np.full((1, l_i, 1), c_i), np.zeros(1))
+expect = c_i * dlt * b_i * np.exp(np.arange(l_i) * dlt * a_i)
+assert np.allclose(y_i[0, :, 0], expect, rtol=1e-12)
+assert np.allclose(h_i[0, 0, 0], dlt * b_i * math.exp((l_i - 1) * dlt * a_i), rtol=1e-12)
+### END HIDDEN TESTS
+_passed["01.2"] = True
+print("exercise 01.2 passed")
+
+# %% tags=["fallback"]
+if not _passed["01.2"]:
+    def selective_scan(u, delta, A, B, C, D):
+        """The package's reference scan (numpy backend) in place of the exercise."""
+        y, h_last, _ = selective_scan_forward(u, delta, A, B, C, D, backend="numpy")
+        return y, h_last
+    print("exercise 01.2 not solved yet: the rest of the lesson uses the package's scan")
+
+# %% [markdown]
+# Now the fast version: the package's `"numpy"` backend does what you just wrote (and keeps
+# what the backward pass needs). Compare all three on the same inputs (timings on a shared
+# machine are noisy; the load average is printed beside them):
+
+# %%
 u, delta, A, B, C, D = random_scan_inputs(rng, 2, L_LOOP, D_LOOP, N_STATE)
 t0 = time.perf_counter()
 y_loop = np.stack([selective_scan_loop(u[i], delta[i], A, B[i], C[i], D) for i in range(2)])
 t_loop = time.perf_counter() - t0
 t0 = time.perf_counter()
+y_vec, _ = selective_scan(u, delta, A, B, C, D)
+t_vec = time.perf_counter() - t0
+t0 = time.perf_counter()
 y_pkg, h_last, _ = selective_scan_forward(u, delta, A, B, C, D, backend="numpy")
 t_pkg = time.perf_counter() - t0
-print(f"triple loop: {t_loop * 1e3:8.1f} ms   package (numpy, vectorised over b, d, n): {t_pkg * 1e3:6.1f} ms")
-assert np.allclose(y_loop, y_pkg, rtol=1e-10, atol=1e-12)
-print("max |difference| =", np.abs(y_loop - y_pkg).max())
+print(f"triple loop {t_loop * 1e3:8.1f} ms   your selective_scan {t_vec * 1e3:6.1f} ms   "
+      f"package (numpy) {t_pkg * 1e3:6.1f} ms   (load average {os.getloadavg()[0]:.1f})")
+assert np.allclose(y_loop, y_pkg, rtol=1e-10, atol=1e-12) and np.allclose(y_vec, y_pkg, rtol=1e-10, atol=1e-12)
+print("max |loop - package| =", np.abs(y_loop - y_pkg).max(), "  max |yours - package| =", np.abs(y_vec - y_pkg).max())
 
 # %% [markdown]
-# The package's `"numpy"` backend keeps the loop over time (it must: `h_t` needs
-# `h_{t-1}`) but does all channels and state coordinates of a step at once. Lesson 03
-# compiles the loop with Numba; lesson 04 shows that even the time loop can be
-# parallelised.
+# The package's `"numpy"` backend keeps the loop over time and vectorises the rest, as you
+# did; it also validates its inputs and stores every state `h_t` for the backward pass
+# (lesson 02), so it is no faster than your version, and one timing on a shared machine
+# says little either way. Both are far faster than the triple loop. Lesson 03 compiles the loop with Numba; lesson 04 shows that even the time loop can
+# be parallelised.
 #
 # ## 5. Two views of one model: recurrence and convolution
 #
@@ -280,42 +417,89 @@ print("max |difference| =", np.abs(y_loop - y_pkg).max())
 # how S4 trains in parallel. Selectivity breaks this: when `Δ_t, B_t, C_t` change with `t`,
 # the weight of `u_s` in `y_t` depends on both `s` and `t`, not only on `t - s`.
 #
-# ### Exercise 2: the convolution kernel of a time-invariant SSM
+# ### Exercise 01.3: the convolution kernels of a time-invariant SSM
 #
-# Write `conv_kernel(delta, A, B, C, l)` for **one channel**: `delta` scalar, `A, B, C`
-# of shape `(n,)`, returning `K` of shape `(l,)` with `K[k] = Σ_n C[n] exp(k Δ A[n]) Δ B[n]`.
-# The check convolves it with an input and compares with the package's scan.
-
-# %% tags=["exercise"]
-def conv_kernel(delta, A, B, C, l):
-    """Kernel of the time-invariant scan for one channel.
-
-    Args:
-        delta: scalar > 0.  A, B, C: (n,).  l: kernel length.
-    Returns:
-        K: (l,) with K[k] = sum_n C[n] exp(k delta A[n]) delta B[n].
-    """
-    raise NotImplementedError("Exercise 2: write conv_kernel")
+# Write `conv_kernel(delta, A, B, C, l)` for **all `d` channels at once**: channel `c` has
+# its own step `delta[c]` and decay rates `A[c]`, and all share `B, C` (as in Mamba, where
+# `B, C` are shared by the channels). Return `K` of shape `(d, l)` with
+#
+# $$K[c, k] = \sum_n C[n]\, e^{k\, \Delta[c] A[c, n]}\, \Delta[c]\, B[n], \qquad k = 0..l-1 .$$
+#
+# | code | shape |
+# |---|---|
+# | `delta` | `(d,)` |
+# | `A` | `(d, n)` |
+# | `B`, `C` | `(n,)` |
+# | returned `K` | `(d, l)` |
+#
+# No loops needed. The check compares with the impulse response that the package's scan
+# produced (frozen), with the closed form for `n = 1`, and with a convolution.
 
 # %% tags=["solution"]
 def conv_kernel(delta, A, B, C, l):
-    """Kernel of the time-invariant scan for one channel (see the exercise)."""
-    k = np.arange(l)[:, None]                                  # (l, 1)
-    return (C * np.exp(k * delta * A) * delta * B).sum(axis=1)  # (l,)
+    """Convolution kernels of the time-invariant scan, one per channel.
 
-# %% tags=["check"]
-n_chk, l_chk = 3, 40
-A_c = -np.array([0.3, 1.0, 2.5])
-B_c, C_c = rng.standard_normal(n_chk), rng.standard_normal(n_chk)
-u_c = rng.standard_normal(l_chk)
-K = conv_kernel(0.4, A_c, B_c, C_c, l_chk)
-assert K.shape == (l_chk,)
-y_conv = np.convolve(u_c, K)[:l_chk]                           # causal: keep the first l outputs
+    Args:
+        delta: (d,) steps > 0.  A: (d, n) negative.  B, C: (n,).  l: kernel length.
+    Returns:
+        K: (d, l) with K[c, k] = sum_n C[n] exp(k delta[c] A[c, n]) delta[c] B[n].
+    """
+    ### BEGIN SOLUTION
+    k = np.arange(l)[None, :, None]                                   # (1, l, 1)
+    dA = (delta[:, None] * A)[:, None, :]                             # (d, 1, n)
+    return (C * np.exp(k * dA) * B).sum(axis=-1) * delta[:, None]     # (d, l)
+    ### END SOLUTION
+
+# %% tags=["check", "points=2"]
+_passed["01.3"] = False
+K = conv_kernel(frozen["k_delta"], frozen["k_A"], frozen["k_B"], frozen["k_C"], 9)
+assert np.shape(K) == (3, 9), f"K must be (d, l) = (3, 9), got {np.shape(K)}"
+assert np.allclose(K, frozen["k_K"], rtol=1e-10, atol=1e-13), "K differs from the scan's frozen impulse response"
+# n = 1, by hand: K[c, k] = C delta[c] B exp(k delta[c] A[c]).
+dl1, A1 = np.array([0.5, 2.0]), np.array([[-1.0], [-0.25]])
+K1 = conv_kernel(dl1, A1, np.array([2.0]), np.array([3.0]), 4)
+hand = 6.0 * dl1[:, None] * np.exp(np.arange(4) * (dl1[:, None] * A1))
+assert np.shape(K1) == (2, 4) and np.allclose(K1, hand, rtol=1e-12), f"n = 1: expected\n{hand}\ngot\n{K1}"
+### BEGIN HIDDEN TESTS
+# A causal convolution of any input with K[c] reproduces the frozen scan's outputs: impulse at t = 0
+# convolved is K itself, and linearity gives a shifted, scaled copy for an impulse at t = 3.
+K_long = conv_kernel(frozen["k_delta"], frozen["k_A"], frozen["k_B"], frozen["k_C"], 12)
+assert np.shape(K_long) == (3, 12) and np.allclose(K_long[:, :9], frozen["k_K"], rtol=1e-10, atol=1e-13)
+u_s = np.zeros(12)
+u_s[3] = -2.0
+for c in range(3):
+    assert np.allclose(np.convolve(u_s, K_long[c])[:12][3:], -2.0 * K_long[c, :9], rtol=1e-12)
+assert np.allclose(conv_kernel(dl1, A1, np.array([2.0]), np.array([3.0]), 1), 6.0 * dl1[:, None], rtol=1e-12)
+### END HIDDEN TESTS
+_passed["01.3"] = True
+print("exercise 01.3 passed")
+
+# %% tags=["fallback"]
+if not _passed["01.3"]:
+    def conv_kernel(delta, A, B, C, l):
+        """Reference: the package scan's response to a unit impulse at t = 0, one row per channel."""
+        d = len(delta)
+        u_imp = np.zeros((1, l, d))
+        u_imp[0, 0] = 1.0
+        y_imp, _, _ = selective_scan_forward(u_imp, np.tile(delta, (1, l, 1)), A, np.tile(B, (1, l, 1)),
+                                             np.tile(C, (1, l, 1)), backend="numpy")
+        return y_imp[0].T                                             # (d, l)
+    print("exercise 01.3 not solved yet: the rest of the lesson uses the package's impulse response")
+
+# %% [markdown]
+# The fast version is the scan itself. Convolving with one channel's kernel and running the
+# package's scan give the same output, for a random input (not graded):
+
+# %%
+l_cv = 40
+u_cv = rng.standard_normal(l_cv)
+B_lti_cv, C_lti_cv = rng.standard_normal(3), rng.standard_normal(3)
+K_cv = conv_kernel(np.array([0.4]), -np.array([[0.3, 1.0, 2.5]]), B_lti_cv, C_lti_cv, l_cv)[0]   # (l,)
+y_conv = np.convolve(u_cv, K_cv)[:l_cv]                            # causal: keep the first l outputs
 y_scan, _, _ = selective_scan_forward(
-    u_c[None, :, None], np.full((1, l_chk, 1), 0.4), A_c[None, :],
-    np.tile(B_c, (1, l_chk, 1)), np.tile(C_c, (1, l_chk, 1)), backend="numpy")
-assert np.allclose(y_conv, y_scan[0, :, 0]), "convolution and recurrence must agree"
-print("exercise 2 passed: convolution == recurrence, max diff", np.abs(y_conv - y_scan[0, :, 0]).max())
+    u_cv[None, :, None], np.full((1, l_cv, 1), 0.4), -np.array([[0.3, 1.0, 2.5]]),
+    np.tile(B_lti_cv, (1, l_cv, 1)), np.tile(C_lti_cv, (1, l_cv, 1)), backend="numpy")
+print("convolution == recurrence: max |difference| =", np.abs(y_conv - y_scan[0, :, 0]).max())
 
 # %% [markdown]
 # ### The mixing matrix: what each output reads from each input
