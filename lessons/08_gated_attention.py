@@ -33,6 +33,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
+from mamba_from_scratch.gradcheck import rel_error
 from mamba_from_scratch.icl.features import feature_dim, hermite_features, weighted_feature_sum
 from mamba_from_scratch.icl.gated import context_statistics, gate_bias, gate_weights, product_gate_scan, sigmoid
 from mamba_from_scratch.icl.links import hermite_he, make_link
@@ -40,6 +41,8 @@ from mamba_from_scratch.icl.task import SingleIndexTask
 
 rng = np.random.default_rng(SEED)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
+_passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
+FROZEN = np.load("_data/08_gates.npz")       # reference numbers written by lessons/_data/make_08.py
 
 
 def softplus(v):
@@ -87,43 +90,87 @@ def softplus(v):
 # exact ZOH we feed it `B_l = (1 - e^{-Δ_l})/Δ_l · φ(x_l)`; Euler's `Δ_l B_l` is then the exact
 # ZOH input.
 #
-# ### Exercise 1: the product gate as a loop
-# Write `product_gate_loop(y, rho, b0)` returning `G` of one prompt (shape `(N,)`) by running
-# the recurrence with a scalar "weight tracker": keep a list of current weights, and at each
-# token `l = 1..N+1` multiply every earlier weight by `1 - s_l` and append `s_l` (the query
-# token has label 0 and appends nothing). The check compares with the package's
-# closed form (a reversed cumulative sum of `log(1 - s)`).
-
-# %% tags=["exercise"]
-def product_gate_loop(y, rho, b0):
-    """The product-gate weights G_j of one prompt by an explicit loop over tokens.
-
-    Args:
-        y: (N,) context labels.  rho > 0, b0: the gate.
-    Returns:
-        G: (N,).
-    """
-    raise NotImplementedError("Exercise 1: write product_gate_loop")
+# ### Exercise 08.1: the gate weights of the S6 recurrence with A = -1
+# Write `s6_gate_weights(y, rho, b0)` returning the weight `G_j` that each context token keeps at
+# the query, for a batch of prompts `y` of shape `(P, N)`, by **running the recurrence**: keep
+# the current weights of the tokens seen so far; at each token `l = 1..N+1` (the query, token
+# `N+1`, has label 0) compute `s_l = σ(y_l/ρ + b)` with `b = b0 - log N`, multiply every earlier
+# weight by `1 - s_l` (the state forgets), then, for a context token, append `s_l` (it writes).
+# Vectorise over the `P` prompts. Hint: compute `1 - σ(v)` as `σ(-v)`; `1 - s` rounds to 0 (or
+# loses every digit) once `s` is within 1e-16 of 1, and large labels do that.
+#
+# The check uses closed forms you can derive by hand for `N = 1, 2`, the identity
+# `Σ_{j≤N} G_j = 1 - s_{N+1} - Π_{l=1}^{N+1} (1 - s_l)` (feed the recurrence a constant 1 from
+# `h_0 = 1`: the state stays 1, shared between the context tokens, the query's own write of its
+# label 0, and what is left of the initial state), and frozen weights from the package.
 
 # %% tags=["solution"]
-def product_gate_loop(y, rho, b0):
-    """The product-gate weights G_j of one prompt by an explicit loop (see the exercise)."""
-    N = len(y)
-    b = gate_bias(b0, N)
-    G = []
-    for l, y_l in enumerate(list(y) + [0.0]):        # the query token has label 0
-        s = float(sigmoid(y_l / rho + b))
-        G = [g * (1.0 - s) for g in G]               # the state forgets...
-        if l < N:
-            G.append(s)                              # ...and writes token l with weight s
-    return np.array(G)
+def s6_gate_weights(y, rho=0.25, b0=0.0):
+    """The weights G_j of the S6 recurrence with A = -1 and Δ_l = softplus(y_l / rho + b).
 
-# %% tags=["check"]
-y_chk = rng.standard_normal((3, 12)) * 2
-for p in range(3):
-    assert np.allclose(product_gate_loop(y_chk[p], 0.25, 0.0), gate_weights(y_chk[p:p + 1], "product")[0], rtol=1e-10)
-assert np.allclose(product_gate_loop(y_chk[0], 0.5, 1.0), gate_weights(y_chk[:1], "product", rho=0.5, b0=1.0)[0])
-print("exercise 1 passed: the loop equals the package's closed form")
+    Args:
+        y: (P, N) context labels of P prompts.  rho > 0: temperature.  b0: bias before the
+            -log N shift (b = b0 - log N).
+    Returns:
+        G: (P, N); G[p, j] = s_j prod_{k=j+1}^{N+1} (1 - s_k), the query's label being 0.
+    """
+    ### BEGIN SOLUTION
+    P, N = y.shape
+    b = gate_bias(b0, N)
+    G = np.zeros((P, N))
+    labels = np.concatenate([y, np.zeros((P, 1))], axis=1)      # (P, N + 1): the query writes label 0
+    for l in range(N + 1):
+        v = labels[:, l] / rho + b                              # (P,)
+        G[:, :l] *= sigmoid(-v)[:, None]                        # the state forgets: 1 - s_l = σ(-v_l)
+        if l < N:
+            G[:, l] = sigmoid(v)                                # ...and token l writes with weight s_l
+    return G
+    ### END SOLUTION
+
+# %% tags=["check", "points=3"]
+_passed["08.1"] = False
+_sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+_y1 = np.array([[0.7], [-1.2]])                                  # N = 1: b = b0
+_G1 = s6_gate_weights(_y1, 0.5, 0.3)
+assert np.shape(_G1) == (2, 1), f"G has the shape of y, (P, N); got {np.shape(_G1)}"
+# rel_error: max |difference| / max |value|, so that the round-off of 1 - σ on tiny weights does not count
+assert rel_error(_G1[:, 0], _sig(_y1[:, 0] / 0.5 + 0.3) * (1 - _sig(0.3))) < 1e-10, "N = 1: G_1 = s_1 (1 - s_query)"
+_y2 = np.array([[1.5, -0.4], [0.0, 2.0], [-3.0, 0.1]])           # N = 2: b = b0 - log 2
+_b = -math.log(2.0)
+_s = _sig(_y2 / 0.25 + _b)
+_G2 = s6_gate_weights(_y2, 0.25, 0.0)
+assert np.shape(_G2) == (3, 2), f"expected shape (3, 2), got {np.shape(_G2)}"
+assert rel_error(_G2[:, 0], _s[:, 0] * (1 - _s[:, 1]) * (1 - _sig(_b))) < 1e-10, "N = 2: G_1 = s_1 (1 - s_2)(1 - s_q)"
+assert rel_error(_G2[:, 1], _s[:, 1] * (1 - _sig(_b))) < 1e-10, "N = 2: G_2 = s_2 (1 - s_q)"
+_y12 = FROZEN["gate_y"]                                           # (3, 12)
+_Ga = s6_gate_weights(_y12, 0.25, 0.0)
+_s_query = _sig(-math.log(12))                                   # the query's gate (label 0)
+_keep = np.prod(1 - _sig(_y12 / 0.25 - math.log(12)), axis=1) * (1 - _s_query)
+assert rel_error(_Ga.sum(axis=1), 1 - _s_query - _keep) < 1e-10, "sum_j G_j = 1 - s_query - prod_l (1 - s_l)"
+### BEGIN HIDDEN TESTS
+assert np.shape(_Ga) == (3, 12) and rel_error(_Ga, FROZEN["gate_G_a"]) < 1e-10, "differs from the frozen weights"
+assert rel_error(s6_gate_weights(_y12, 0.5, 1.0), FROZEN["gate_G_b"]) < 1e-10, "rho and b0 must be used"
+_Gbig = s6_gate_weights(FROZEN["gate_y_big"], 0.25, 0.0)         # saturated gates: s within 1e-9 of 1
+assert np.all(np.isfinite(_Gbig)) and rel_error(_Gbig, FROZEN["gate_G_big"]) < 1e-9, "large labels"
+### END HIDDEN TESTS
+_passed["08.1"] = True
+print("exercise 08.1 passed: the recurrence's gate weights match the closed forms and the frozen weights")
+
+# %% tags=["fallback"]
+if not _passed["08.1"]:
+    def s6_gate_weights(y, rho=0.25, b0=0.0):
+        """Reference: the package's closed form (a reversed cumulative sum of log(1 - s))."""
+        return gate_weights(y, "product", rho=rho, b0=b0)
+    print("exercise 08.1 not solved yet: the rest of the lesson uses the reference")
+
+# %% [markdown]
+# The package's `gate_weights(y, "product")` computes the same weights without a loop: since
+# `log(1 - s_k) = -softplus(v_k)`, the product over later tokens is the exponential of a reversed
+# cumulative sum. It agrees with your recurrence:
+
+# %%
+print("max |yours - package| on the frozen prompts:",
+      np.abs(s6_gate_weights(FROZEN["gate_y"]) - gate_weights(FROZEN["gate_y"], "product")).max())
 
 # %% [markdown]
 # ## 3. The smallest naive implementation vs the package's scan
@@ -180,29 +227,30 @@ print("the scan's output at the query is Mamba(Z) = h^T (gamma * phi(x)):", np.r
 # `T(y) ∝ y e^{y/ρ}`, whose odd part `y cosh(y/ρ)` also reaches `h_1`. That is why the
 # bias must scale like `-log N`.
 #
-# ### Exercise 2: the gate's label transform
+# ### Exercise 08.2: the gate's label transform
 # Write `label_transform(y, rho, b)` returning `T(y)` above, with the expectation replaced by
-# the mean over the given `y`. The check measures the Hermite coefficients of `T(y)` for He3:
-# degree 2 at `b = 0`, degree 1 only at `b = -log 4096` (the identity has neither).
-
-# %% tags=["exercise"]
-def label_transform(y, rho, b):
-    """T(y) = y sigmoid(y / rho + b) / mean(sigmoid(y / rho + b)).
-
-    Args:
-        y: (n,) labels.  rho > 0, b: the gate.
-    Returns:
-        (n,).
-    """
-    raise NotImplementedError("Exercise 2: write label_transform")
+# the mean over the given `y`. The check compares it with frozen values and a hand-computed pair,
+# then measures the Hermite coefficients of `T(y)` for He3: degree 2 at `b = 0`, degree 1 only at
+# `b = -log 4096` (the identity has neither).
 
 # %% tags=["solution"]
 def label_transform(y, rho, b):
-    """The normalized gate's label transform (see the exercise)."""
+    """The normalized gate's label transform T(y) = y σ(y/ρ + b) / mean(σ(y/ρ + b)).
+
+    Args:
+        y: (n,) labels.  rho > 0, b: the gate's temperature and (already shifted) bias.
+    Returns:
+        (n,) transformed labels.
+    """
+    ### BEGIN SOLUTION
     s = sigmoid(y / rho + b)
     return y * s / s.mean()
+    ### END SOLUTION
 
-# %% tags=["check"]
+# %% tags=["check", "points=2"]
+_passed["08.2"] = False
+_T2 = label_transform(np.array([1.0, -1.0]), 1.0, 0.0)           # mean of σ(1), σ(-1) is 1/2
+assert np.shape(_T2) == (2,) and rel_error(_T2, [2 * sigmoid(1.0), -2 * sigmoid(-1.0)]) < 1e-12, _T2
 z_chk = np.random.default_rng(1).standard_normal(200_000)
 y_he3 = make_link("he3")(z_chk)
 h2_chk = (z_chk ** 2 - 1) / math.sqrt(2)
@@ -210,8 +258,21 @@ T0, TN = label_transform(y_he3, 0.25, 0.0), label_transform(y_he3, 0.25, -math.l
 assert abs(np.mean(y_he3 * z_chk)) < 0.02 and abs(np.mean(y_he3 * h2_chk)) < 0.02, "identity: no degree 1 or 2"
 assert abs(np.mean(T0 * z_chk)) < 0.05 < 0.3 < np.mean(T0 * h2_chk) / T0.std(), "b = 0: degree 2 only"
 assert np.mean(TN * z_chk) / TN.std() > 0.2, "b = -log N: degree 1 appears"
-assert np.allclose(label_transform(np.array([1.0, -1.0]), 1.0, 0.0), [2 * sigmoid(1.0), -2 * sigmoid(-1.0)])
-print("exercise 2 passed: the gated label reaches degree 2 at b = 0 and degree 1 at b = -log N")
+### BEGIN HIDDEN TESTS
+for _i, (_rho, _bb) in enumerate([(0.25, 0.0), (0.25, -math.log(4096)), (1.0, -2.0)]):
+    _T = label_transform(FROZEN["lt_y"], _rho, _bb)
+    assert np.shape(_T) == (50,) and rel_error(_T, FROZEN["lt_T"][_i]) < 1e-10, f"differs from the frozen T at rho={_rho}, b={_bb}"
+### END HIDDEN TESTS
+_passed["08.2"] = True
+print("exercise 08.2 passed: the gated label reaches degree 2 at b = 0 and degree 1 at b = -log N")
+
+# %% tags=["fallback"]
+if not _passed["08.2"]:
+    def label_transform(y, rho, b):
+        """Reference: N times the package's normalized gate weights (with b0 = b + log N), times y."""
+        weights = gate_weights(np.asarray(y, np.float64)[None, :], "normalized", rho=rho, b0=b + math.log(len(y)))[0]
+        return y * weights * len(y)
+    print("exercise 08.2 not solved yet: the rest of the lesson uses the reference")
 
 # %%
 z = rng.standard_normal(MC_SAMPLES)
@@ -225,13 +286,16 @@ for key, gate in settings.items():
     coef[key] = [np.mean(T * hermite_he(k, z)) / math.sqrt(math.factorial(k)) / T.std() for k in (1, 2, 3)]
 assert abs(coef["identity (linear attention)"][0]) < 0.02 and coef["ρ = 0.25, b = -log 4096"][0] > 0.2
 
+# one colour per setting, used by both panels (the identity in black, as "no gate" elsewhere)
+colours = dict(zip(settings, ["k", "C0", "C1", "C2"]))
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 yy = np.linspace(-3, 3, 400)
 for key, gate in settings.items():
     if gate is None:
-        axes[0].plot(yy, yy, "k--", lw=1, label=key)
+        axes[0].plot(yy, yy, "--", color=colours[key], lw=1, label=key)
     else:
-        axes[0].plot(yy, yy * sigmoid(yy / gate[0] + gate[1]) / sigmoid(y_all / gate[0] + gate[1]).mean(), label=key)
+        axes[0].plot(yy, yy * sigmoid(yy / gate[0] + gate[1]) / sigmoid(y_all / gate[0] + gate[1]).mean(),
+                     color=colours[key], label=key)
 axes[0].set_yscale("symlog", linthresh=1)
 axes[0].set_xlabel("label y")
 axes[0].set_ylabel("T(y)  (symlog scale)")
@@ -239,7 +303,7 @@ axes[0].set_title("the gate reweights each label by a function of itself", fonts
 axes[0].legend(fontsize=8)
 width = 0.2
 for i, key in enumerate(settings):
-    axes[1].bar(np.arange(3) + (i - 1.5) * width, np.abs(coef[key]), width, label=key)
+    axes[1].bar(np.arange(3) + (i - 1.5) * width, np.abs(coef[key]), width, color=colours[key], label=key)
 axes[1].set_xticks(range(3), ["k = 1", "k = 2", "k = 3"])
 axes[1].set_ylabel("|corr(T(y), h_k(<β,x>))|")
 axes[1].set_title("He3: which degree of <β, x> does the gated label reach?", fontsize=10)
@@ -247,6 +311,7 @@ axes[1].legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
 # **Reading the figure.** Left: the identity is what linear attention averages; the gate
 # bends it, and with `b = -log N` it amplifies the large positive labels exponentially.
 # Right: for He3 the identity only correlates with `h_3`, which the degree ≤ 2 features `φ`
@@ -265,7 +330,7 @@ plt.show()
 
 # %%
 pr1 = task.sample(np.random.default_rng([SEED, 1]), 1, 256)
-G_prod = gate_weights(pr1.y_context, "product")[0]
+G_prod = s6_gate_weights(pr1.y_context)[0]                  # exercise 08.1 (or its fallback)
 G_norm = gate_weights(pr1.y_context, "normalized")[0]
 
 
