@@ -11,7 +11,7 @@
 # **Prerequisites.** Lesson 01 (the scan and its discretization), lesson 07 (Hermite
 # coefficients, information vs generative exponent).
 #
-# **Run time.** About 20 seconds on an idle 2-core machine (5 seconds with `LESSONS_FAST=1`).
+# **Run time.** About 10 seconds on a 2-core machine (measured 3 s; a few seconds with `LESSONS_FAST=1`).
 #
 # **You will use** `mamba_from_scratch.icl.features` (`hermite_features`, `weighted_feature_sum`),
 # `mamba_from_scratch.icl.gated` (`gate_weights`, `product_gate_scan`, `context_statistics`,
@@ -226,6 +226,11 @@ print("the scan's output at the query is Mamba(Z) = h^T (gamma * phi(x)):", np.r
 # `b = -log N ≪ 0`, `σ(y/ρ + b) ≈ e^{y/ρ + b}`: the gate is a softmax of `y/ρ`,
 # `T(y) ∝ y e^{y/ρ}`, whose odd part `y cosh(y/ρ)` also reaches `h_1`. That is why the
 # bias must scale like `-log N`.
+#
+# This is the step of paper 1's result (stated in lesson 07, before its section 4) where the
+# information exponent gives way to the generative one: the test-time sample cost of the gated
+# model depends on `ge` (and `r`), that of linear attention on `ie` (and `d`). Sections 4 and 5 test
+# the mechanism at the level of the statistic `h`; lesson 09 measures errors.
 #
 # ### Exercise 08.2: the gate's label transform
 # Write `label_transform(y, rho, b)` returning `T(y)` above, with the expectation replaced by
