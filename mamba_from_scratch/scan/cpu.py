@@ -19,7 +19,8 @@ Same math as reference.py (read that first), organised for speed and memory:
   parallel task owns a group of channels of one batch element and accumulates dB, dC into
   its own slice of a (n_groups, b, l, n) partial buffer, and dA, dD into its own (b, d)
   rows of float64 partial buffers; NumPy sums the partials afterwards. The result does not
-  depend on how tasks are scheduled onto threads.
+  depend on how tasks are scheduled onto threads, and the partition (how many channel
+  groups) depends on the shape only, so results are bit-identical on any thread count.
 
 Glossary: b batch, l length, d = d_inner channels, n = d_state; deltaA = exp(delta * A),
 deltaB_u = delta * B * u; a leading ``d`` means a gradient.
@@ -36,7 +37,12 @@ from numba import njit, prange
 from .fastexp import fast_exp
 
 CHUNK = 32  # steps between checkpoints: memory / CHUNK; backward buffers (2 CHUNK + 1) * n
-TASKS_PER_THREAD = 4  # backward: aim for this many tasks per thread to balance the load
+# Backward partition, by shape only (never by thread count: the order of the partial sums
+# of dB, dC must not change with the machine, or the same seed trains differently on 1 and
+# 16 threads). Aim for MIN_TASKS tasks (enough to balance 16 threads), with at least
+# MIN_GROUP channels per task so the (n_groups, b, l, n) partial buffers stay small.
+MIN_TASKS = 32
+MIN_GROUP = 16
 # reassoc lets LLVM vectorise the sums over n; contract allows FMA. No nnan/ninf: the
 # exp saturates to 0 / inf by comparisons that those flags would let LLVM delete.
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -198,9 +204,12 @@ def backward(dy, u, delta, A, B, C, D, h0, saved, dh_last):
 
 
 def n_channel_groups(b, d_inner):
-    """How many channel groups the backward splits d_inner into (tasks = b * groups)."""
-    want = math.ceil(TASKS_PER_THREAD * numba.get_num_threads() / b)
-    return max(1, min(d_inner, want))
+    """How many channel groups the backward splits d_inner into (tasks = b * groups).
+
+    A function of the shape only: the thread count must not change the summation order.
+    """
+    want = math.ceil(MIN_TASKS / b)
+    return max(1, min(math.ceil(d_inner / MIN_GROUP), want))
 
 
 def backward_extra_bytes(b, l, d_inner, n, dtype=np.float32, chunk=None):
@@ -225,4 +234,5 @@ def backward_extra_bytes(b, l, d_inner, n, dtype=np.float32, chunk=None):
     return {"checkpoints": ckpt, "partials": partials, "per_thread": per_thread}
 
 
-__all__ = ["forward", "backward", "CHUNK", "Saved", "backward_extra_bytes", "n_channel_groups"]
+__all__ = ["forward", "backward", "CHUNK", "Saved", "backward_extra_bytes", "n_channel_groups",
+           "MIN_TASKS", "MIN_GROUP"]
