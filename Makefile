@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-all bench lessons assignments clean
+.PHONY: demo test test-all bench lessons assignments grade clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,9 +37,19 @@ bench: $(STAMP)
 lessons: $(STAMP)
 	$(PY) lessons/_tools/notebooks.py build
 
-# Student notebooks (solution cells removed, checks kept) in build/assignments/.
+# The nbgrader release (solutions and hidden tests stripped, cells locked), made by
+# `nbgrader generate_assignment` in the course directory build/assignments/: the student
+# notebooks are build/assignments/release/NN_title/NN_title.ipynb (with their _data/).
 assignments: $(STAMP)
 	$(PY) lessons/_tools/notebooks.py assignments --out build/assignments
+
+# Grade students' notebooks with `nbgrader autograde`: SUBMISSIONS holds one folder per
+# student with that student's NN_title.ipynb files. Prints the score table per lesson and
+# exercise; the graded notebooks and grades.csv land in build/grading/.
+#   make grade SUBMISSIONS=path/to/submissions
+grade: $(STAMP)
+	@test -n "$(SUBMISSIONS)" || { echo "usage: make grade SUBMISSIONS=dir (dir/<student>/NN_title.ipynb)"; exit 2; }
+	$(PY) lessons/_tools/notebooks.py grade "$(SUBMISSIONS)" --course build/grading
 
 clean:
 	rm -rf $(VENV) build results .pytest_cache
