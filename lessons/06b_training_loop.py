@@ -11,7 +11,7 @@
 # **Prerequisites.** Lesson 06 (the model's forward and backward, `model_forward`,
 # `model_backward`); least squares; what Adam does helps but is explained.
 #
-# **Run time.** About 2 minutes on an idle 2-core machine (about 10 seconds with `LESSONS_FAST=1`).
+# **Run time.** About 2 to 3 minutes on a 2-core machine (about 10 seconds with `LESSONS_FAST=1`).
 #
 # **You will use** `mamba_from_scratch.model` (`MambaConfig`, `init_params`, `model_forward`,
 # `model_backward`), `mamba_from_scratch.optim` (`AdamW`, `clip_grad_norm`, `cosine_lr`, after you
@@ -396,9 +396,9 @@ a0.set(xlabel="training step", ylabel="training loss (MSE, all positions)", ylim
        title=f"training: d = {D}, {N_EXAMPLES} examples, {n_params} parameters")
 a0.legend(fontsize=8)
 i = np.arange(1, N_EXAMPLES + 1)
-for (name, (mean, se)), style in zip(curves.items(), [dict(color="C1", marker="o"), dict(color="C2", marker="s"),
-                                                      dict(color="k", ls="--")]):
-    a1.errorbar(i, mean, yerr=2 * se, ms=3, capsize=2, label=name, **style)
+for name, style in [("trained Mamba", dict(color="C1", marker="o")), ("ridge (least squares)", dict(color="C2", marker="s"))]:
+    a1.errorbar(i, curves[name][0], yerr=2 * curves[name][1], ms=3, capsize=2, label=name, **style)
+a1.plot(i, curves["predict 0"][0], color="k", ls="--", lw=1, label="predict 0 (same prompts)")
 a1.plot(i, np.maximum(0.0, 1.0 - (i - 1) / D), color="0.4", ls=":", lw=1.2, label="Bayes optimal 1 - (i-1)/d")
 a1.axvline(D + 1, color="0.7", lw=0.8)
 a1.set(xlabel="example index i (examples seen before it: i - 1)", ylabel="squared error, held-out prompts",
