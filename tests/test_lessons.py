@@ -65,6 +65,12 @@ def test_lesson_is_well_formed(py_path):
     assert not re.search(r"^\s*[!%]\s*pip", py_path.read_text(), re.M)
 
 
+def test_readme_maps_every_lesson():
+    readme = (LESSONS / "README.md").read_text()
+    missing = [p.stem for p in SOURCES if f"]({p.stem}.ipynb)" not in readme]
+    assert not missing, f"lessons/README.md does not link {missing}"
+
+
 @pytest.mark.parametrize("py_path", SOURCES, ids=IDS)
 def test_committed_notebook_has_outputs_and_is_small(py_path):
     ipynb = py_path.with_suffix(".ipynb")
