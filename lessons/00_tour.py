@@ -10,7 +10,7 @@
 # rows seen), expectations under a standard Gaussian (`E[z²] = 1`, `E[z⁴] = 3`), and the
 # eigenvectors of a symmetric matrix. Nothing about Mamba yet.
 #
-# **Run time.** About 10 seconds (5 seconds with `LESSONS_FAST=1`).
+# **Run time.** About 5 seconds (4 seconds with `LESSONS_FAST=1`).
 #
 # **You will use** `mamba_from_scratch.model` (a forward pass of an untrained model),
 # `mamba_from_scratch.demo.linear_regression_prompts` (the prompts of `make demo`) and

@@ -11,7 +11,7 @@
 # Taylor series of `e^x` to first order, diagonal matrices, and a discrete convolution
 # `y_t = Σ_s K_{t-s} u_s`. No deep learning needed; lesson 00 is optional.
 #
-# **Run time.** About 10 seconds (2 seconds with `LESSONS_FAST=1`).
+# **Run time.** About 5 seconds (3 seconds with `LESSONS_FAST=1`).
 #
 # **Exercises.** 01.1 the exact ZOH discretization, vectorised; 01.2 the S6 forward pass,
 # vectorised over batch, channels and state; 01.3 the convolution kernel of a
@@ -198,9 +198,9 @@ def discretize_zoh(delta, A, B):
         B_bar: (b, l, d, n) = (exp(delta A) - 1) / A * B.
     """
     ### BEGIN SOLUTION
-    dA = delta[..., None] * A                      # (b, l, d, n)
-    A_bar = np.exp(dA)
-    B_bar = np.expm1(dA) / A * B[:, :, None, :]    # expm1 keeps precision when delta * A is tiny
+    delta_A = delta[..., None] * A                 # (b, l, d, n)
+    A_bar = np.exp(delta_A)
+    B_bar = np.expm1(delta_A) / A * B[:, :, None, :]    # expm1 keeps precision when delta * A is tiny
     return A_bar, B_bar
     ### END SOLUTION
 
@@ -347,8 +347,8 @@ assert np.allclose(h_a, frozen["a_h_last"], rtol=1e-10, atol=1e-12), "h_last dif
 # One step, by hand: h_1 = delta B u (h_0 = 0), y_1 = sum_n C h_1 + D u.
 first = {k: frozen["a_" + k][:, :1] if k in ("u", "delta", "B", "C") else frozen["a_" + k] for k in names}
 y_1, h_1 = selective_scan(*(first[k] for k in names))
-u1, d1, B1, C1 = (first[k][:, 0] for k in ("u", "delta", "B", "C"))
-h_hand = (d1 * u1)[:, :, None] * B1[:, None, :]                          # (b, d, n)
+u1, delta1, B1, C1 = (first[k][:, 0] for k in ("u", "delta", "B", "C"))
+h_hand = (delta1 * u1)[:, :, None] * B1[:, None, :]                          # (b, d, n)
 assert np.allclose(h_1, h_hand, rtol=1e-12), "after one step h = delta B u"
 assert np.allclose(y_1[:, 0], (h_hand * C1[:, None, :]).sum(-1) + frozen["a_D"] * u1, rtol=1e-12), \
     "after one step y = sum_n C h + D u"
@@ -357,14 +357,14 @@ y_h, h_h = selective_scan(*(frozen["h_" + k] for k in names))
 assert np.shape(y_h) == (1, 5, 2) and np.shape(h_h) == (1, 2, 6)
 assert np.allclose(y_h, frozen["h_y"], rtol=1e-10, atol=1e-12) and np.allclose(h_h, frozen["h_h_last"], rtol=1e-10, atol=1e-12)
 # Impulse response of one channel, n = 1: y_t = C delta B exp((t - 1) delta A) for t >= 1, D = 0.
-l_i, dlt, a_i, b_i, c_i = 12, 0.3, -0.8, 1.5, -0.7
+l_i, delta_i, a_i, b_i, c_i = 12, 0.3, -0.8, 1.5, -0.7
 u_i = np.zeros((1, l_i, 1))
 u_i[0, 0] = 1.0
-y_i, h_i = selective_scan(u_i, np.full((1, l_i, 1), dlt), np.full((1, 1), a_i), np.full((1, l_i, 1), b_i),
+y_i, h_i = selective_scan(u_i, np.full((1, l_i, 1), delta_i), np.full((1, 1), a_i), np.full((1, l_i, 1), b_i),
                           np.full((1, l_i, 1), c_i), np.zeros(1))
-expect = c_i * dlt * b_i * np.exp(np.arange(l_i) * dlt * a_i)
+expect = c_i * delta_i * b_i * np.exp(np.arange(l_i) * delta_i * a_i)
 assert np.allclose(y_i[0, :, 0], expect, rtol=1e-12)
-assert np.allclose(h_i[0, 0, 0], dlt * b_i * math.exp((l_i - 1) * dlt * a_i), rtol=1e-12)
+assert np.allclose(h_i[0, 0, 0], delta_i * b_i * math.exp((l_i - 1) * delta_i * a_i), rtol=1e-12)
 ### END HIDDEN TESTS
 _passed["01.2"] = True
 print("exercise 01.2 passed")
@@ -446,8 +446,8 @@ def conv_kernel(delta, A, B, C, l):
     """
     ### BEGIN SOLUTION
     k = np.arange(l)[None, :, None]                                   # (1, l, 1)
-    dA = (delta[:, None] * A)[:, None, :]                             # (d, 1, n)
-    return (C * np.exp(k * dA) * B).sum(axis=-1) * delta[:, None]     # (d, l)
+    delta_A = (delta[:, None] * A)[:, None, :]                        # (d, 1, n)
+    return (C * np.exp(k * delta_A) * B).sum(axis=-1) * delta[:, None]     # (d, l)
     ### END SOLUTION
 
 # %% tags=["check", "points=2"]
@@ -456,9 +456,9 @@ K = conv_kernel(frozen["k_delta"], frozen["k_A"], frozen["k_B"], frozen["k_C"], 
 assert np.shape(K) == (3, 9), f"K must be (d, l) = (3, 9), got {np.shape(K)}"
 assert np.allclose(K, frozen["k_K"], rtol=1e-10, atol=1e-13), "K differs from the scan's frozen impulse response"
 # n = 1, by hand: K[c, k] = C delta[c] B exp(k delta[c] A[c]).
-dl1, A1 = np.array([0.5, 2.0]), np.array([[-1.0], [-0.25]])
-K1 = conv_kernel(dl1, A1, np.array([2.0]), np.array([3.0]), 4)
-hand = 6.0 * dl1[:, None] * np.exp(np.arange(4) * (dl1[:, None] * A1))
+delta_n1, A1 = np.array([0.5, 2.0]), np.array([[-1.0], [-0.25]])
+K1 = conv_kernel(delta_n1, A1, np.array([2.0]), np.array([3.0]), 4)
+hand = 6.0 * delta_n1[:, None] * np.exp(np.arange(4) * (delta_n1[:, None] * A1))
 assert np.shape(K1) == (2, 4) and np.allclose(K1, hand, rtol=1e-12), f"n = 1: expected\n{hand}\ngot\n{K1}"
 ### BEGIN HIDDEN TESTS
 # A causal convolution of any input with K[c] reproduces the frozen scan's outputs: impulse at t = 0
@@ -469,7 +469,7 @@ u_s = np.zeros(12)
 u_s[3] = -2.0
 for c in range(3):
     assert np.allclose(np.convolve(u_s, K_long[c])[:12][3:], -2.0 * K_long[c, :9], rtol=1e-12)
-assert np.allclose(conv_kernel(dl1, A1, np.array([2.0]), np.array([3.0]), 1), 6.0 * dl1[:, None], rtol=1e-12)
+assert np.allclose(conv_kernel(delta_n1, A1, np.array([2.0]), np.array([3.0]), 1), 6.0 * delta_n1[:, None], rtol=1e-12)
 ### END HIDDEN TESTS
 _passed["01.3"] = True
 print("exercise 01.3 passed")

@@ -11,7 +11,7 @@
 # error of a central difference), and floating-point round-off (`ε_mach ≈ 2.2e-16`).
 # What a gradient check is, we build here.
 #
-# **Run time.** About 15 seconds (5 seconds with `LESSONS_FAST=1`).
+# **Run time.** About 5 seconds (4 seconds with `LESSONS_FAST=1`).
 #
 # **Exercises.** 02.1 the S6 backward (the adjoint recurrence vectorised over batch,
 # channels and state, with an upstream gradient on the final state); 02.2 the checkpointed

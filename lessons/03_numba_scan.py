@@ -14,7 +14,7 @@
 # exponent bits), Taylor's theorem with its remainder, and Horner's rule for evaluating a
 # polynomial. No Numba experience needed; the parallel scan of lesson 04 is not used here.
 #
-# **Run time.** About 1 minute (20 seconds with `LESSONS_FAST=1`, mostly compilation).
+# **Run time.** About 20 seconds (15 seconds with `LESSONS_FAST=1`, mostly compilation).
 #
 # **Exercises.** 03.1 the parallel kernel (`prange` over `(batch, channel)`; the check
 # verifies the result, `parallel=True` and a `prange` loop in the compiled kernel); 03.2 an
@@ -180,10 +180,10 @@ def _scan_prange_kernel(u, delta, A, B, C, D, y):
         h = np.zeros(n, u.dtype)                 # private to this task
         for t in range(l):
             dlt = delta[bi, t, di]
-            du_ = dlt * u[bi, t, di]
+            delta_u = dlt * u[bi, t, di]
             acc = 0.0
             for i in range(n):
-                h[i] = math.exp(dlt * A[di, i]) * h[i] + du_ * B[bi, t, i]
+                h[i] = math.exp(dlt * A[di, i]) * h[i] + delta_u * B[bi, t, i]
                 acc += C[bi, t, i] * h[i]
             y[bi, t, di] = acc + D[di] * u[bi, t, di]
     ### END SOLUTION
