@@ -431,8 +431,9 @@ for k in (2, 3, 4):
 # | systems | 01 → 02 → 03, 04 → 05, then 06 → 06b | the selective scan, its backward, compiled CPU and GPU kernels, the Mamba block and a training loop | linear recurrences, the chain rule, a little ODE (`h' = ah`) |
 # | in-context learning | 07 → 08 → 09 → 10, 11 | single-index models, Mamba as gated linear attention, two-stage pretraining, full training on single-index prompts, outliers | Gaussian expectations, Hermite polynomials (built in 07), least squares and kernel ridge regression |
 #
-# Lessons 07 to 09 need only this tour; 10 and 11 also use the model of 06 and the training
-# loop of 06b. `lessons/README.md` has the full map with each lesson's prerequisites.
+# The tracks cross in two places: lesson 08 writes the gated model as the scan of lesson 01
+# (with `A = -1`), and lesson 10 trains the full model of lesson 06. Lesson 07 needs only this
+# tour. Each lesson's opening cell lists its prerequisites, and `lessons/README.md` has the map.
 #
 # ## 5. How to run everything
 #
