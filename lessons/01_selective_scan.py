@@ -402,8 +402,8 @@ print("max |loop - package| =", np.abs(y_loop - y_pkg).max(), "  max |yours - pa
 # The package's `"numpy"` backend keeps the loop over time and vectorises the rest, as you
 # did; it also validates its inputs and stores every state `h_t` for the backward pass
 # (lesson 02), so it is no faster than your version, and one timing on a shared machine
-# says little either way. Both are far faster than the triple loop. Lesson 03 compiles the loop with Numba; lesson 04 shows that even the time loop can
-# be parallelised.
+# says little either way. Both are far faster than the triple loop. Lesson 03 compiles the
+# loop with Numba; lesson 04 shows that even the time loop can be parallelised.
 #
 # ## 5. Two views of one model: recurrence and convolution
 #

@@ -39,6 +39,7 @@ D_INNER = 32 if FAST else 256
 N_STATE = 16
 EXP_SIZE = 100_000 if FAST else 4_000_000   # elements in the exp timing
 BW_SIZE = 1_000_000 if FAST else 16_000_000  # float32 elements copied to measure memory bandwidth
+                                             # (64 MB exceeds the caches; the fast size does not)
 REPEATS = 2 if FAST else 5                   # best-of for each timing
 
 # %%
