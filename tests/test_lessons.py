@@ -255,3 +255,26 @@ def test_cli_bad_input_exits_2(tmp_path):
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "submissions" in proc.stderr
     proc = subprocess.run([sys.executable, str(tool), "grade", str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 2 and "no <student>/NN_title.ipynb" in proc.stderr
+
+
+def test_grade_command(tmp_path):
+    """`notebooks.py grade` (what `make grade` runs) on two students of lesson 00, in both layouts."""
+    py_path = notebooks.lesson_sources(["00_"])[0]
+    full = notebooks.with_nbgrader_metadata(jupytext.read(py_path), "00")
+    stub = notebooks.with_nbgrader_metadata(jupytext.read(py_path), "00")
+    for ex in notebooks.exercises(stub, "00"):
+        stub.cells[ex.solution].source = notebooks.stub_source(stub.cells[ex.solution].source)
+    (tmp_path / "subs" / "ada").mkdir(parents=True)
+    (tmp_path / "subs" / "bob" / py_path.stem).mkdir(parents=True)
+    nbformat.write(full, tmp_path / "subs" / "ada" / f"{py_path.stem}.ipynb")
+    nbformat.write(stub, tmp_path / "subs" / "bob" / py_path.stem / f"{py_path.stem}.ipynb")
+    proc = subprocess.run([sys.executable, str(LESSONS / "_tools" / "notebooks.py"), "grade",
+                           str(tmp_path / "subs"), "--course", str(tmp_path / "course")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    total = sum(ex.points for ex in notebooks.exercises(full, "00"))
+    assert re.search(rf"{py_path.stem}\s+ada\s+total\s+{total} / {total}", proc.stdout), proc.stdout
+    assert re.search(rf"{py_path.stem}\s+bob\s+total\s+0 / {total}", proc.stdout), proc.stdout
+    rows = (tmp_path / "course" / "grades.csv").read_text().splitlines()
+    assert rows[0] == "lesson,student,exercise,score,max_score" and len(rows) == 1 + 2 * len(
+        notebooks.exercises(full, "00"))

@@ -604,13 +604,15 @@ def data_files(py_path: Path) -> list[Path]:
                   and (p.name in named or p.name.startswith(number + "_")))
 
 
-def make_course(root: Path, names=None, timeout: int = 600) -> list[str]:
+def make_course(root: Path, names=None, timeout: int = 600, skipped: dict | None = None) -> list[str]:
     """Write an nbgrader course: ``nbgrader_config.py`` and ``source/<lesson>/<lesson>.ipynb``.
 
     Args:
         root: the course directory (created; an existing ``source/`` is replaced).
         names: lesson name prefixes (default: all lessons).
         timeout: nbgrader's limit per cell, in seconds.
+        skipped: if given, malformed lessons are left out and recorded here as
+            {stem: reason}; otherwise a malformed lesson raises ValueError.
     Returns:
         the assignment ids (lesson stems) written.
     """
@@ -621,7 +623,13 @@ def make_course(root: Path, names=None, timeout: int = 600) -> list[str]:
     shutil.rmtree(root / "source", ignore_errors=True)
     ids = []
     for py_path in lesson_sources(names):
-        nb = with_nbgrader_metadata(jupytext.read(py_path), lesson_number(py_path.stem))
+        try:
+            nb = with_nbgrader_metadata(jupytext.read(py_path), lesson_number(py_path.stem))
+        except ValueError as err:
+            if skipped is None:
+                raise
+            skipped[py_path.stem] = str(err)
+            continue
         nb.metadata.pop("jupytext", None)
         src = root / "source" / py_path.stem
         (src / "_data").mkdir(parents=True)
@@ -646,17 +654,30 @@ def nbgrader(root: Path, *args: str, fast: bool = True) -> subprocess.CompletedP
     return subprocess.run(cmd, cwd=root, env=kernel_env(fast), capture_output=True, text=True)
 
 
-def _require(proc: subprocess.CompletedProcess, what: str) -> None:
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
-        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{tail}")
+def _log_about(proc: subprocess.CompletedProcess, aid: str, lines: int = 25) -> str:
+    """nbgrader's error lines, those about ``aid`` first, for a one-lesson failure message."""
+    log = (proc.stdout + proc.stderr).splitlines()
+    errors = [line for line in log if "ERROR" in line or "Error" in line]
+    about = [line for line in errors if aid in line] or errors
+    return "\n".join(about[-lines:])
 
 
-def release(root: Path, names=None) -> list[str]:
-    """``nbgrader generate_assignment`` for each lesson: the student release in ``root/release``."""
-    ids = make_course(root, names)
-    for aid in ids:
-        _require(nbgrader(root, "generate_assignment", aid, "--force"), f"nbgrader generate_assignment {aid}")
+def generate_all(root: Path, ids: list[str]) -> dict[str, str]:
+    """``nbgrader generate_assignment "*"`` (one process for all lessons, much faster than one
+    each); returns {lesson: why} for the lessons whose release was not written."""
+    proc = nbgrader(root, "generate_assignment", "*", "--force")
+    return {aid: f"nbgrader generate_assignment failed (exit {proc.returncode}):\n{_log_about(proc, aid)}"
+            for aid in ids if not (root / "release" / aid / f"{aid}.ipynb").is_file()}
+
+
+def release(root: Path, names=None, skipped: dict | None = None) -> list[str]:
+    """``nbgrader generate_assignment`` of the lessons: the student release in ``root/release``.
+
+    ``skipped`` as in ``make_course``; a lesson nbgrader rejects raises RuntimeError."""
+    ids = make_course(root, names, skipped=skipped)
+    failed = generate_all(root, ids)
+    if failed:
+        raise RuntimeError("\n".join(failed.values()))
     return ids
 
 
@@ -668,11 +689,18 @@ def submit(root: Path, student: str, assignment: str, notebook: Path) -> None:
     shutil.copy(notebook, dest / f"{assignment}.ipynb")
 
 
-def autograde(root: Path, fast: bool = True) -> None:
-    """``nbgrader autograde`` of every submission in ``root/submitted`` (all students, lessons)."""
-    for aid in sorted(p.name for p in (root / "source").iterdir() if p.is_dir()):
-        if any((root / "submitted").glob(f"*/{aid}/{aid}.ipynb")):
-            _require(nbgrader(root, "autograde", aid, "--force", fast=fast), f"nbgrader autograde {aid}")
+def autograde(root: Path, fast: bool = True) -> dict[tuple[str, str], str]:
+    """``nbgrader autograde "*"`` of every submission in ``root/submitted``.
+
+    Returns:
+        {(student, lesson): why} for the submissions nbgrader did not grade.
+    """
+    shutil.rmtree(root / "autograded", ignore_errors=True)
+    proc = nbgrader(root, "autograde", "*", "--force", fast=fast)
+    return {(sub.parent.name, sub.name): f"nbgrader autograde failed (exit {proc.returncode}):\n"
+            f"{_log_about(proc, sub.name)}"
+            for sub in sorted((root / "submitted").glob("*/*"))
+            if not (root / "autograded" / sub.parent.name / sub.name / f"{sub.name}.ipynb").is_file()}
 
 
 def scores(root: Path) -> list[dict]:
@@ -746,24 +774,22 @@ def nbgrader_round_trip(root: Path, names=None) -> tuple[list[dict], dict, dict]
     """Release the lessons, then autograde the solution notebooks and the untouched release.
 
     Students ``solution`` (the source notebooks, solutions in) and ``release`` (what a student
-    downloads, untouched) are graded in fast mode, one lesson at a time so that a lesson
-    nbgrader cannot process does not stop the others.
+    downloads, untouched) are graded in fast mode. A lesson nbgrader cannot process is
+    reported and does not stop the others.
 
     Returns:
         (score rows, {(student, lesson): autograded_errors(...)}, {lesson: nbgrader's error}).
     """
     ids = make_course(root, names)
-    errors, failed = {}, {}
+    failed = generate_all(root, ids)
     for aid in ids:
-        try:
-            _require(nbgrader(root, "generate_assignment", aid, "--force"), f"nbgrader generate_assignment {aid}")
+        if aid not in failed:
             submit(root, "solution", aid, root / "source" / aid / f"{aid}.ipynb")
             submit(root, "release", aid, root / "release" / aid / f"{aid}.ipynb")
-            _require(nbgrader(root, "autograde", aid, "--force"), f"nbgrader autograde {aid}")
-            for student in ("solution", "release"):
-                errors[student, aid] = autograded_errors(root, student, aid)
-        except (RuntimeError, OSError) as err:
-            failed[aid] = str(err)
+    for (student, aid), why in autograde(root, fast=True).items():
+        failed.setdefault(aid, f"{student}: {why}")
+    errors = {(s, aid): autograded_errors(root, s, aid)
+              for s in ("solution", "release") for aid in ids if aid not in failed}
     return scores(root), errors, failed
 
 
@@ -791,7 +817,8 @@ def grade(submissions: Path, course: Path, fast: bool = True) -> int:
     release(course, sorted({stem for _, stem in found}))
     for (student, stem), path in found.items():
         submit(course, student, stem, path)
-    autograde(course, fast=fast)
+    for (student, stem), why in autograde(course, fast=fast).items():
+        print(f"{student}/{stem}: not graded: {why}", file=sys.stderr)
     rows = scores(course)
     print(score_table(rows))
     with open(course / "grades.csv", "w", newline="") as f:
@@ -847,11 +874,15 @@ def main(argv=None) -> int:
                       f"{time.perf_counter() - t0:.1f} s (load average {os.getloadavg()[0]:.1f})")
             return 1 if bad else 0
         if args.command == "assignments":
-            ids = release(args.out, args.names)
+            skipped = {}
+            ids = release(args.out, args.names, skipped=skipped)
             for aid in ids:
-                print(f"{args.out / 'release' / aid / (aid + '.ipynb')}: "
-                      f"{len(lesson_exercises(LESSONS_DIR / (aid + '.py')))} exercises")
-            return 0
+                exs = lesson_exercises(LESSONS_DIR / (aid + ".py"))
+                print(f"{args.out / 'release' / aid / (aid + '.ipynb')}: {len(exs)} exercises, "
+                      f"{sum(ex.points for ex in exs)} points")
+            for stem, reason in skipped.items():
+                print(f"{stem}: left out of the release: {reason}", file=sys.stderr)
+            return 1 if skipped else 0
         if args.command == "grade":
             if not args.submissions.is_dir():
                 raise ValueError(f"submissions: expected a folder of <student>/NN_title.ipynb, "
