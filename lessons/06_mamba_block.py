@@ -3,18 +3,27 @@
 #
 # **Goal.** Assemble the full model around the selective scan: `in_proj`, the causal
 # convolution, `x_proj`, `dt_proj`, the gate, RMSNorm and residuals; understand the
-# official initialization; check the whole model's hand-written backward by finite
+# official initialization; write the backward passes of RMSNorm, of the causal convolution
+# (with a carried state) and of the whole mixer, each checked by float64 finite
 # differences; and verify that the recurrent **step mode** gives the same outputs as the
 # full forward while costing O(1) per token.
 #
 # **Prerequisites.** Lessons 01 and 02 (the scan and its backward). Linear layers and the
-# chain rule.
+# chain rule: for `Y = X Wᵀ`, `dX = dY W` and `dW = Σ_rows dYᵀ X`; a quantity used twice
+# receives the sum of both gradients.
 #
-# **Run time.** About 30 seconds (8 seconds with `LESSONS_FAST=1`).
+# **Run time.** About 30 seconds (10 seconds with `LESSONS_FAST=1`).
 #
-# **You will use** `mamba_from_scratch.mixer.mixer_forward`, `mamba_from_scratch.model`
-# (`MambaConfig`, `init_params`, `model_forward`, `model_backward`, `init_state`,
-# `model_step`), `mamba_from_scratch.layers` and `mamba_from_scratch.gradcheck`.
+# **Exercises.** 06.1 the step-size bias of the official init; 06.2 the RMSNorm backward;
+# 06.3 the causal depthwise conv backward, with a carried state; 06.4 the whole mixer's
+# backward; 06.5 the convolution in step mode. The backwards are checked against float64
+# central differences, the step mode against frozen outputs of the package
+# (`lessons/_data/make_06.py`).
+#
+# **You will use** `mamba_from_scratch.mixer` (`mixer_forward`, `mixer_backward`),
+# `mamba_from_scratch.model` (`MambaConfig`, `init_params`, `model_forward`, `model_backward`,
+# `init_state`, `model_step`), `mamba_from_scratch.layers`, `selective_scan_forward` /
+# `selective_scan_backward` and `mamba_from_scratch.gradcheck`.
 
 # %% tags=["parameters"]
 import os
@@ -31,13 +40,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.layers import conv1d_forward, softplus_forward
+from mamba_from_scratch.layers import conv1d_backward, conv1d_forward, rmsnorm_forward, softplus_forward
+from mamba_from_scratch.layers import rmsnorm_backward as rmsnorm_backward_pkg
+from mamba_from_scratch.mixer import mixer_backward as package_mixer_backward
 from mamba_from_scratch.mixer import mixer_forward
 from mamba_from_scratch.model import (MambaConfig, init_params, init_state, layer_params, model_backward,
                                       model_forward, model_step)
-from mamba_from_scratch.scan import selective_scan_forward
+from mamba_from_scratch.scan import selective_scan_backward, selective_scan_forward
 
 rng = np.random.default_rng(SEED)
+_passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
+REF = np.load("_data/06_conv.npz")   # frozen conv outputs of the package (lessons/_data/make_06.py)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 
 # %% [markdown]
@@ -71,32 +84,55 @@ plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 #
 # ## 2. The smallest implementation
 #
-# One sequence, float64, every step written out with plain NumPy (the scan from lesson 01
-# is reused from the package). Then the package's `mixer_forward` must agree.
+# Float64, every step written out with plain NumPy (the scan from lesson 01 is reused from
+# the package). The forward keeps every intermediate in a `cache` dict, because the
+# backward (exercise 06.4) needs them. Then the package's `mixer_forward` must agree.
 
 # %%
 def silu(v):
+    """SiLU v * sigmoid(v), elementwise."""
     return v / (1 + np.exp(-v))
 
 
-def mixer_naive(x, p):
-    """The Mamba mixer for one sequence x: (l, d_model), parameters p as in the package."""
-    l = x.shape[0]
+def causal_conv(x, weight, bias, conv_state=None):
+    """Causal depthwise conv: out[:, t, c] = bias[c] + sum_j weight[c, 0, j] * xpad[:, t + j, c].
+
+    Args:
+        x: (b, l, d).  weight: (d, 1, k).  bias: (d,).
+        conv_state: (b, k-1, d) the inputs just before x, or None for zeros.
+    Returns:
+        out: (b, l, d).
+    """
+    b, l, d = x.shape
+    k = weight.shape[-1]
+    if conv_state is None:
+        conv_state = np.zeros((b, k - 1, d))
+    xpad = np.concatenate([conv_state, x], axis=1)                          # (b, k-1+l, d): left-padded
+    return bias + sum(weight[:, 0, j] * xpad[:, j:j + l] for j in range(k))
+
+
+def mixer_forward_cached(x, p):
+    """The Mamba mixer for a batch x: (b, l, d_model), parameters p as in the package.
+
+    Returns:
+        out: (b, l, d_model), cache: dict of the intermediates (and x, p) for the backward.
+    """
     d_inner, n = p["A_log"].shape
     r = p["dt_proj.weight"].shape[1]
-    k = p["conv1d.weight"].shape[-1]
-    xz = x @ p["in_proj.weight"].T                           # (l, 2 d_inner)
-    xi, z = xz[:, :d_inner], xz[:, d_inner:]                 # (l, d_inner) each
-    xpad = np.vstack([np.zeros((k - 1, d_inner)), xi])       # left-pad: causal
-    xc = np.array([p["conv1d.bias"] + np.sum(p["conv1d.weight"][:, 0, :].T * xpad[t:t + k], axis=0)
-                   for t in range(l)])                       # (l, d_inner)
+    xz = x @ p["in_proj.weight"].T                                          # (b, l, 2 d_inner)
+    xi, z = xz[..., :d_inner], xz[..., d_inner:]                            # (b, l, d_inner) each
+    xc = causal_conv(xi, p["conv1d.weight"], p["conv1d.bias"])              # (b, l, d_inner)
     xs = silu(xc)
-    x_dbl = xs @ p["x_proj.weight"].T                        # (l, r + 2n)
-    dt, B, C = x_dbl[:, :r], x_dbl[:, r:r + n], x_dbl[:, r + n:]
-    delta = np.log1p(np.exp(dt @ p["dt_proj.weight"].T + p["dt_proj.bias"]))   # (l, d_inner)
-    A = -np.exp(p["A_log"])                                  # (d_inner, n)
-    y, _, _ = selective_scan_forward(xs[None], delta[None], A, B[None], C[None], p["D"], backend="numpy")
-    return (y[0] * silu(z)) @ p["out_proj.weight"].T         # (l, d_model)
+    x_dbl = xs @ p["x_proj.weight"].T                                       # (b, l, r + 2n)
+    dt, B, C = x_dbl[..., :r], x_dbl[..., r:r + n], x_dbl[..., r + n:]
+    dtp = dt @ p["dt_proj.weight"].T + p["dt_proj.bias"]                    # (b, l, d_inner)
+    delta = np.logaddexp(0.0, dtp)                                          # softplus
+    A = -np.exp(p["A_log"])                                                 # (d_inner, n)
+    y, _, scan_cache = selective_scan_forward(xs, delta, A, B, C, p["D"], backend="numpy")
+    gate = silu(z)
+    out = (y * gate) @ p["out_proj.weight"].T                               # (b, l, d_model)
+    cache = dict(x=x, p=p, xi=xi, z=z, xc=xc, xs=xs, dt=dt, dtp=dtp, A=A, y=y, gate=gate, scan=scan_cache)
+    return out, cache
 
 
 cfg = MambaConfig(d_model=8, n_layer=2, d_state=4, d_in=3, d_out=2)
@@ -104,9 +140,9 @@ params = init_params(cfg, np.random.default_rng(SEED), dtype=np.float64)
 p0 = {k.split("mixer.")[1]: v for k, v in layer_params(params, 0).items() if "mixer." in k}
 x = rng.standard_normal((2, 7, cfg.d_model))
 out_pkg, _ = mixer_forward(x, p0, backend="numpy")
-out_naive = np.stack([mixer_naive(x[i], p0) for i in range(2)])
-assert np.allclose(out_pkg, out_naive, rtol=1e-10, atol=1e-12)
-print("naive mixer == package mixer; max |diff| =", np.abs(out_pkg - out_naive).max())
+out_mine, _ = mixer_forward_cached(x, p0)
+assert np.allclose(out_pkg, out_mine, rtol=1e-10, atol=1e-12)
+print("mixer_forward_cached == package mixer; max |diff| =", np.abs(out_pkg - out_mine).max())
 
 # %% [markdown]
 # ## 3. The official initialization, and why
@@ -120,35 +156,49 @@ print("naive mixer == package mixer; max |diff| =", np.abs(out_pkg - out_naive).
 # * `D = 1` (the skip), norm weights 1, `out_proj` scaled by `1/√n_layer` so that the
 #   residual stream's variance does not grow with depth. `A_log` and `D` get no weight decay.
 #
-# ### Exercise 1: the step-size bias
+# ### Exercise 06.1: the step-size bias
 # Write `dt_bias_init(rng, d_inner, dt_min, dt_max, floor)`: draw `dt = exp(U[log dt_min,
-# log dt_max])`, clamp it below at `floor`, and return the bias `b` with `softplus(b) = dt`,
-# i.e. `b = dt + log(-expm1(-dt))`.
-
-# %% tags=["exercise"]
-def dt_bias_init(rng, d_inner, dt_min=1e-3, dt_max=1e-1, floor=1e-4):
-    """The official dt_proj.bias initialization.
-
-    Returns:
-        bias: (d_inner,) with softplus(bias) log-uniform in [dt_min, dt_max].
-    """
-    raise NotImplementedError("Exercise 1: write dt_bias_init")
+# log dt_max])` (one `rng.uniform` call of size `d_inner`), clamp it below at `floor`, and
+# return the bias `b` with `softplus(b) = dt`, i.e. `b = dt + log(-expm1(-dt))` (the inverse
+# of softplus, written so that it stays accurate for tiny `dt`).
 
 # %% tags=["solution"]
 def dt_bias_init(rng, d_inner, dt_min=1e-3, dt_max=1e-1, floor=1e-4):
-    """The official dt_proj.bias initialization (see the exercise)."""
+    """The official dt_proj.bias initialization.
+
+    Args:
+        rng: numpy Generator.  d_inner: number of channels.
+        dt_min, dt_max: range of the log-uniform step sizes.  floor: smallest step size.
+    Returns:
+        bias: (d_inner,) with softplus(bias) = max(dt, floor), dt log-uniform in [dt_min, dt_max].
+    """
+    ### BEGIN SOLUTION
     dt = np.exp(rng.uniform(np.log(dt_min), np.log(dt_max), size=d_inner))
     dt = np.maximum(dt, floor)
     return dt + np.log(-np.expm1(-dt))              # inverse softplus
+    ### END SOLUTION
 
-# %% tags=["check"]
-bias_chk = dt_bias_init(np.random.default_rng(3), 20_000)
-dt_chk = softplus_forward(bias_chk)[0]
-assert bias_chk.shape == (20_000,)
-assert dt_chk.min() >= 1e-3 * (1 - 1e-9) and dt_chk.max() <= 1e-1 * (1 + 1e-9)
+# %% tags=["check", "points=1"]
+_passed["06.1"] = False
+bias_chk = np.asarray(dt_bias_init(np.random.default_rng(3), 20_000))
+assert bias_chk.shape == (20_000,), f"one bias per channel: shape (20000,), got {bias_chk.shape}"
+dt_chk = np.logaddexp(0.0, bias_chk)                 # softplus, in closed form
+assert dt_chk.min() >= 1e-3 * (1 - 1e-9) and dt_chk.max() <= 1e-1 * (1 + 1e-9), "softplus(bias) in [dt_min, dt_max]"
 assert abs(np.mean(np.log10(dt_chk)) - (-2.0)) < 0.02, "log10(dt) must be uniform on [-3, -1]: mean -2"
 assert abs(np.mean(np.log10(dt_chk) < -2.5) - 0.25) < 0.02, "a quarter of the channels below 10^-2.5"
-print("exercise 1 passed: bias[:3] =", bias_chk[:3])
+one = np.asarray(dt_bias_init(np.random.default_rng(4), 5, dt_min=0.01, dt_max=0.01))
+assert one.shape == (5,) and np.allclose(one, 0.01 + np.log(-np.expm1(-0.01)), rtol=1e-12, atol=0), \
+    "dt_min = dt_max = 0.01: every bias is softplus^-1(0.01) = 0.01 + log(1 - e^-0.01)"
+### BEGIN HIDDEN TESTS
+low = np.asarray(dt_bias_init(np.random.default_rng(5), 7, dt_min=1e-6, dt_max=1e-5, floor=1e-4))
+assert low.shape == (7,) and np.allclose(low, 1e-4 + np.log(-np.expm1(-1e-4)), rtol=1e-12, atol=0), \
+    "every draw below the floor: the bias of dt = floor"
+wide = np.asarray(dt_bias_init(np.random.default_rng(6), 20_000, dt_min=1e-4, dt_max=1.0, floor=0.0))
+dt_w = np.log10(np.logaddexp(0.0, wide))
+assert abs(dt_w.mean() - (-2.0)) < 0.03 and abs(dt_w.std() - 4 / np.sqrt(12)) < 0.03, "log-uniform on [-4, 0]"
+### END HIDDEN TESTS
+_passed["06.1"] = True
+print("exercise 06.1 passed: bias[:3] =", bias_chk[:3])
 
 # %% [markdown]
 # The package's `init_params` does the same. The picture: how long each channel of a fresh
@@ -176,7 +226,301 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 4. The whole model's gradient, checked
+# ## 4. The backward passes, by hand
+#
+# Every layer of the block has a hand-written backward in the package. Here you write three
+# of them, and each is checked the same way (cs231n's recipe, lesson 02): pick a random
+# upstream gradient `dout`, define `L = Σ out · dout`, and compare your gradients with float64
+# central differences of `L`, coordinate by coordinate (`numerical_grad`, relative error
+# `rel_error` = max |a - b| / max(|a|, |b|)).
+
+# %%
+def fd_grads(f, arrays, eps=1e-6):
+    """Central differences of the scalar f() with respect to each array (perturbed in place)."""
+    return [numerical_grad(f, a, eps=eps) for a in arrays]
+
+
+def assert_grads(got, expected, names, tol):
+    """Each gradient must have the shape of its finite-difference estimate and agree to tol."""
+    assert isinstance(got, (tuple, list)) and len(got) == len(expected), \
+        f"return {len(expected)} gradients: {', '.join(names)}"
+    for name, g_, fd in zip(names, got, expected):
+        g_ = np.asarray(g_, dtype=float)
+        assert g_.shape == fd.shape, f"{name} must have shape {fd.shape}, got {g_.shape}"
+        err = rel_error(g_, fd)
+        assert err < tol, f"{name}: relative error {err:.1e} against finite differences (need < {tol:g})"
+
+# %% [markdown]
+# ### Exercise 06.2: the RMSNorm backward
+#
+# RMSNorm (Zhang & Sennrich 2019) rescales each token to unit root-mean-square, then
+# multiplies by a learned weight; no mean subtraction, no bias. For one token `x ∈ R^d`:
+#
+# $$r = \Big(\tfrac1d \textstyle\sum_i x_i^2 + \epsilon\Big)^{-1/2}, \qquad \hat x = r\,x, \qquad \text{out} = \hat x \odot w .$$
+#
+# | code | shape | meaning |
+# |---|---|---|
+# | `x` | `(..., d)` | tokens (any leading axes) |
+# | `weight` | `(d,)` | `w` |
+# | `dout` | `(..., d)` | `∂L/∂out` |
+# | returned | `dx (..., d)`, `dweight (d,)` | |
+#
+# Hints: `∂r/∂x_i = -r³ x_i / d`; the weight is shared by every token, so its gradient sums
+# over all leading axes. Write `rmsnorm_backward(dout, x, weight, eps)` (vectorised, no loops).
+
+# %%
+def rmsnorm(x, weight, eps=1e-5):
+    """out = x / rms(x) * weight over the last axis.  x: (..., d), weight: (d,)."""
+    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * weight
+
+# %% tags=["solution"]
+def rmsnorm_backward(dout, x, weight, eps=1e-5):
+    """Gradients of L = sum(dout * rmsnorm(x, weight, eps)).
+
+    Args:
+        dout: (..., d).  x: (..., d).  weight: (d,).  eps: the epsilon under the square root.
+    Returns:
+        dx: (..., d), dweight: (d,).
+    """
+    ### BEGIN SOLUTION
+    d = x.shape[-1]
+    r = 1.0 / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps)        # (..., 1)
+    xhat = x * r
+    dweight = (dout * xhat).reshape(-1, d).sum(0)                          # (d,)
+    dxhat = dout * weight                                                  # (..., d)
+    dx = r * (dxhat - xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx, dweight
+    ### END SOLUTION
+
+# %% tags=["check", "points=2"]
+_passed["06.2"] = False
+
+
+def check_rmsnorm(seed, shape, eps, x_scale=1.0):
+    """rmsnorm_backward against central differences at one shape and eps."""
+    r_ = np.random.default_rng(seed)
+    x_ = x_scale * r_.standard_normal(shape)
+    w_ = r_.standard_normal(shape[-1])
+    dout_ = r_.standard_normal(shape)
+    got_ = rmsnorm_backward(dout_.copy(), x_.copy(), w_.copy(), eps)
+    fd = fd_grads(lambda: float(np.sum(rmsnorm(x_, w_, eps) * dout_)), [x_, w_])
+    assert_grads(got_, fd, ("dx", "dweight"), 1e-7)
+
+
+check_rmsnorm(61, (2, 5, 6), 1e-5)
+### BEGIN HIDDEN TESTS
+check_rmsnorm(62, (3, 7), 0.5)                     # a large eps: where it sits matters
+check_rmsnorm(63, (1, 2, 3, 4), 1e-5, x_scale=0.01)  # tiny tokens: eps is a large part of the rms
+### END HIDDEN TESTS
+_passed["06.2"] = True
+print("exercise 06.2 passed: dx and dweight agree with finite differences")
+
+# %% [markdown]
+# The package's `rmsnorm_backward` computes the same from the forward's cache (not graded):
+
+# %%
+x_n, w_n, dout_n = rng.standard_normal((2, 5, 6)), rng.standard_normal(6), rng.standard_normal((2, 5, 6))
+_, cache_n = rmsnorm_forward(x_n, w_n)
+for name, mine, pkg in zip(("dx", "dweight"), rmsnorm_backward(dout_n, x_n, w_n), rmsnorm_backward_pkg(dout_n, cache_n)):
+    print(f"{name:>8}: yours vs package, relative error {rel_error(mine, pkg):.1e}")
+
+# %% [markdown]
+# ### Exercise 06.3: the causal convolution's backward, with a carried state
+#
+# `causal_conv` (section 2) computes, for each channel `c` and tap `j = 0..k-1`,
+#
+# $$\text{out}_{t,c} = \text{bias}_c + \sum_{j=0}^{k-1} w_{c,j}\, \text{xpad}_{t+j,c}, \qquad \text{xpad} = [\text{conv\_state};\, x] \text{ along time},$$
+#
+# where `conv_state` holds the `k - 1` inputs before `x` (zeros at the start of a sequence;
+# the previous chunk's last inputs when a long sequence is processed in pieces, or in step
+# mode). Each tap is a shifted elementwise product, so each tap's gradient is one too.
+#
+# | code | shape | meaning |
+# |---|---|---|
+# | `dout` | `(b, l, d)` | `∂L/∂out` |
+# | `x` | `(b, l, d)` | the inputs |
+# | `weight` | `(d, 1, k)` | depthwise taps (the official layout) |
+# | `conv_state` | `(b, k-1, d)` or `None` | carried inputs (`None`: zeros) |
+# | returned | `dx (b, l, d)`, `dweight (d, 1, k)`, `dbias (d,)`, `dconv_state (b, k-1, d)` | |
+#
+# Write `conv_backward(dout, x, weight, conv_state)`, with loops over the `k` taps at most
+# (not over time). `dconv_state` is the gradient with respect to the carried inputs (for
+# `None`, with respect to the zeros), so that a backward over a long sequence processed in
+# pieces can hand it to the piece before.
+
+# %% tags=["solution"]
+def conv_backward(dout, x, weight, conv_state=None):
+    """Gradients of L = sum(dout * causal_conv(x, weight, bias, conv_state)).
+
+    Args:
+        dout, x: (b, l, d).  weight: (d, 1, k).  conv_state: (b, k-1, d) or None (zeros).
+    Returns:
+        dx: (b, l, d), dweight: (d, 1, k), dbias: (d,), dconv_state: (b, k-1, d).
+    """
+    ### BEGIN SOLUTION
+    b, l, d = x.shape
+    k = weight.shape[-1]
+    if conv_state is None:
+        conv_state = np.zeros((b, k - 1, d))
+    xpad = np.concatenate([conv_state, x], axis=1)                          # (b, k-1+l, d)
+    dxpad = np.zeros_like(xpad)
+    dweight = np.empty((d, 1, k))
+    for j in range(k):                                                      # tap j reads xpad[:, j:j+l]
+        dxpad[:, j:j + l] += weight[:, 0, j] * dout
+        dweight[:, 0, j] = np.einsum("bld,bld->d", dout, xpad[:, j:j + l])
+    return dxpad[:, k - 1:], dweight, dout.sum(axis=(0, 1)), dxpad[:, :k - 1]
+    ### END SOLUTION
+
+# %% tags=["check", "points=3"]
+_passed["06.3"] = False
+CONV_NAMES = ("dx", "dweight", "dbias", "dconv_state")
+
+
+def check_conv(seed, b, l, d, k, with_state=True):
+    """conv_backward against central differences of L = sum(dout * causal_conv(...))."""
+    r_ = np.random.default_rng(seed)
+    x_, w_, bias_ = r_.standard_normal((b, l, d)), r_.standard_normal((d, 1, k)), r_.standard_normal(d)
+    st_ = r_.standard_normal((b, k - 1, d)) if with_state else np.zeros((b, k - 1, d))
+    dout_ = r_.standard_normal((b, l, d))
+    got_ = conv_backward(dout_.copy(), x_.copy(), w_.copy(), st_.copy() if with_state else None)
+    fd = fd_grads(lambda: float(np.sum(causal_conv(x_, w_, bias_, st_) * dout_)), [x_, w_, bias_, st_])
+    assert_grads(got_, fd, CONV_NAMES, 1e-8)
+
+
+check_conv(64, 2, 9, 6, 4)
+### BEGIN HIDDEN TESTS
+check_conv(65, 3, 5, 2, 4, with_state=False)      # no carried state: the gradient of the zeros
+check_conv(66, 1, 2, 3, 4)                        # l < k - 1: every output still sees the state
+check_conv(67, 2, 6, 3, 2)                        # k = 2
+### END HIDDEN TESTS
+_passed["06.3"] = True
+print("exercise 06.3 passed: dx, dweight, dbias and dconv_state agree with finite differences")
+
+# %% tags=["fallback"]
+if not _passed["06.3"]:
+    def conv_backward(dout, x, weight, conv_state=None):
+        """The package's conv1d backward in place of the exercise."""
+        _, cache_c = conv1d_forward(x, weight, np.zeros(weight.shape[0]), conv_state)
+        return conv1d_backward(dout, cache_c)
+    print("exercise 06.3 not solved yet: the rest of the lesson uses the package's conv backward")
+
+# %% [markdown]
+# ### Exercise 06.4: the whole mixer's backward
+#
+# Now the mixer of section 2, read bottom to top. Write `mixer_backward(dout, cache)` with
+# `cache` from `mixer_forward_cached`; it returns `dx` and a dict with the gradient of every
+# parameter in `cache["p"]` (same keys, same shapes). You may call
+# `selective_scan_backward(dy, cache["scan"])` (it returns `du, ddelta, dA, dB, dC, dD, dh0`,
+# lesson 02) and your `conv_backward`; the rest is linear layers and activations:
+#
+# | forward | backward hint |
+# |---|---|
+# | `Y = X Wᵀ (+ bias)` | `dX = dY W`, `dW = Σ_{b,l} dYᵀ X`, `dbias = Σ_{b,l} dY` |
+# | `silu(v) = v σ(v)` | `silu'(v) = σ(v) (1 + v (1 - σ(v)))` |
+# | `softplus(v) = log(1 + eᵛ)` | `softplus'(v) = σ(v)` |
+# | `A = -exp(A_log)` | `dA_log = dA ⊙ A` |
+# | `x_dbl = [dt, B, C]`, `xz = [xi, z]` | concatenate the pieces' gradients |
+# | `xs` feeds the scan (as `u`) **and** `x_proj` | add the two gradients |
+#
+# The check compares every gradient and `dx` with central differences of
+# `L = Σ out · dout` (relative error below `1e-6`) at sizes where no two axes are equal.
+
+# %% tags=["solution"]
+def mixer_backward(dout, cache):
+    """Backward of mixer_forward_cached.
+
+    Args:
+        dout: (b, l, d_model) the gradient of L with respect to the mixer's output.
+        cache: the dict returned by mixer_forward_cached.
+    Returns:
+        dx: (b, l, d_model), grads: dict with the keys of cache["p"], each of its parameter's shape.
+    """
+    ### BEGIN SOLUTION
+    p = cache["p"]
+    d_inner = p["D"].shape[0]
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    dsilu = lambda v: sig(v) * (1 + v * (1 - sig(v)))
+    g = {}
+    yg = cache["y"] * cache["gate"]                                          # (b, l, d_inner)
+    g["out_proj.weight"] = np.einsum("blm,bli->mi", dout, yg)
+    dyg = dout @ p["out_proj.weight"]                                        # (b, l, d_inner)
+    dy = dyg * cache["gate"]
+    dz = dyg * cache["y"] * dsilu(cache["z"])
+    dxs, ddelta, dA, dB, dC, g["D"], _ = selective_scan_backward(dy, cache["scan"])
+    g["A_log"] = dA * cache["A"]
+    ddtp = ddelta * sig(cache["dtp"])                                        # softplus' = sigmoid
+    g["dt_proj.weight"] = np.einsum("bli,blr->ir", ddtp, cache["dt"])
+    g["dt_proj.bias"] = ddtp.sum(axis=(0, 1))
+    ddt = ddtp @ p["dt_proj.weight"]                                         # (b, l, r)
+    dx_dbl = np.concatenate([ddt, dB, dC], axis=-1)                          # (b, l, r + 2n)
+    g["x_proj.weight"] = np.einsum("blj,bli->ji", dx_dbl, cache["xs"])
+    dxs = dxs + dx_dbl @ p["x_proj.weight"]                                  # xs feeds the scan and x_proj
+    dxc = dxs * dsilu(cache["xc"])
+    dxi, g["conv1d.weight"], g["conv1d.bias"], _ = conv_backward(dxc, cache["xi"], p["conv1d.weight"])
+    dxz = np.concatenate([dxi, dz], axis=-1)                                 # (b, l, 2 d_inner)
+    g["in_proj.weight"] = np.einsum("blj,blm->jm", dxz, cache["x"])
+    return dxz @ p["in_proj.weight"], g
+    ### END SOLUTION
+
+# %% tags=["check", "points=5"]
+_passed["06.4"] = False
+
+
+def mixer_problem(seed, d_model, d_state, b, l):
+    """A tiny float64 mixer away from the init (every parameter ~ 0.5 N(0, 1)), an input and a dout."""
+    r_ = np.random.default_rng(seed)
+    cfg_ = MambaConfig(d_model=d_model, n_layer=1, d_state=d_state, d_in=1, d_out=1)
+    full = init_params(cfg_, r_, dtype=np.float64)
+    p_ = {k.split("mixer.")[1]: 0.5 * r_.standard_normal(v.shape) for k, v in full.items() if ".mixer." in k}
+    return p_, r_.standard_normal((b, l, d_model)), r_.standard_normal((b, l, d_model))
+
+
+def check_mixer(seed, d_model, d_state, b, l):
+    """mixer_backward against central differences of L = sum(dout * mixer(x))."""
+    p_, x_, dout_ = mixer_problem(seed, d_model, d_state, b, l)
+    _, cache_ = mixer_forward_cached(x_.copy(), {k: v.copy() for k, v in p_.items()})
+    got_ = mixer_backward(dout_.copy(), cache_)
+    assert isinstance(got_, (tuple, list)) and len(got_) == 2, "return (dx, grads)"
+    dx_, grads_ = got_
+    assert isinstance(grads_, dict) and set(grads_) == set(p_), f"grads needs exactly the keys {sorted(p_)}"
+    loss_ = lambda: float(np.sum(mixer_forward_cached(x_, p_)[0] * dout_))
+    names = ["x"] + sorted(p_)
+    fd = fd_grads(loss_, [x_] + [p_[k] for k in sorted(p_)], eps=1e-5)
+    assert_grads([dx_] + [grads_[k] for k in sorted(p_)], fd, names, 1e-6)
+
+
+check_mixer(68, 4, 3, 2, 5)                         # d_inner = 8, n = 3, r = 1
+### BEGIN HIDDEN TESTS
+check_mixer(69, 6, 2, 1, 7)                         # d_inner = 12, n = 2
+check_mixer(70, 3, 5, 3, 2)                         # l = 2 < k - 1
+### END HIDDEN TESTS
+_passed["06.4"] = True
+print("exercise 06.4 passed: dx and every parameter's gradient agree with finite differences")
+
+# %% tags=["fallback"]
+if not _passed["06.4"]:
+    def mixer_backward(dout, cache):
+        """The package's mixer backward (numpy backend) in place of the exercise."""
+        _, cache_pkg = mixer_forward(cache["x"], cache["p"], backend="numpy")
+        dx_, grads_, _ = package_mixer_backward(dout, cache_pkg)
+        return dx_, grads_
+    print("exercise 06.4 not solved yet: the rest of the lesson uses the package's mixer backward")
+
+# %% [markdown]
+# The package's `mixer_backward` is the same list read bottom to top, built from the
+# layers' own backwards (and, on the compiled backends, fused kernels). Yours against it on
+# section 2's mixer (not graded):
+
+# %%
+dout_m = rng.standard_normal(x.shape)
+dx_mine, g_mine = mixer_backward(dout_m, mixer_forward_cached(x, p0)[1])
+dx_pkg, g_pkg, _ = package_mixer_backward(dout_m, mixer_forward(x, p0, backend="numpy")[1])
+print(f"{'dx':>16}: relative error {rel_error(dx_mine, dx_pkg):.1e}")
+for name in sorted(g_pkg):
+    print(f"{name:>16}: relative error {rel_error(g_mine[name], g_pkg[name]):.1e}")
+
+# %% [markdown]
+# ## 5. The whole model's gradient, checked
 #
 # `model_backward` is `model_forward` read in reverse: `read_out`, `norm_f`, then every
 # block's residual, mixer (gate, scan, `dt_proj`, `x_proj`, conv, `in_proj`) and norm, down
@@ -213,47 +557,58 @@ print(f"{len(params)} parameter arrays ({sum(v.size for v in params.values())} n
       f"worst relative error {max(worst, err_x):.1e}")
 
 # %% [markdown]
-# ## 5. Step mode: one token at a time
+# ## 6. Step mode: one token at a time
 #
 # To generate, a Transformer re-reads its whole cache at every token. Mamba carries a
 # fixed-size state per layer: the last `k - 1` conv inputs and the SSM state `h`
 # (`d_inner × n`). `model_step` consumes one token and returns the output and the new state;
 # run over a sequence it must reproduce `model_forward` exactly.
 #
-# ### Exercise 2: the convolution in step mode
+# ### Exercise 06.5: the convolution in step mode
 # Write `conv_step(x_t, conv_state, weight, bias)`: `x_t` is one token `(b, d)`,
-# `conv_state` the previous `k - 1` inputs `(b, k-1, d)`. Return the conv output for this
-# token `(b, d)` and the new state (drop the oldest input, append `x_t`).
+# `conv_state` the previous `k - 1` inputs `(b, k-1, d)`, oldest first. Return the conv output
+# for this token `(b, d)` and the new state (drop the oldest input, append `x_t`). The check
+# runs it token by token from a non-zero state and compares with frozen outputs of the
+# package's full convolution.
 
-# %% tags=["exercise"]
+# %% tags=["solution"]
 def conv_step(x_t, conv_state, weight, bias):
     """One token of the causal depthwise conv.
 
     Args:
-        x_t: (b, d).  conv_state: (b, k-1, d).  weight: (d, 1, k).  bias: (d,).
+        x_t: (b, d).  conv_state: (b, k-1, d), oldest first.  weight: (d, 1, k).  bias: (d,).
     Returns:
         out_t: (b, d), new_state: (b, k-1, d).
     """
-    raise NotImplementedError("Exercise 2: write conv_step")
-
-# %% tags=["solution"]
-def conv_step(x_t, conv_state, weight, bias):
-    """One token of the causal depthwise conv (see the exercise)."""
+    ### BEGIN SOLUTION
     window = np.concatenate([conv_state, x_t[:, None, :]], axis=1)     # (b, k, d): oldest first
     out_t = bias + np.einsum("bkd,dk->bd", window, weight[:, 0, :])    # (b, d)
     return out_t, window[:, 1:]
+    ### END SOLUTION
 
-# %% tags=["check"]
-w_c = rng.standard_normal((6, 1, 4))
-b_c = rng.standard_normal(6)
-seq = rng.standard_normal((2, 9, 6))
-full, _ = conv1d_forward(seq, w_c, b_c)
-state = np.zeros((2, 3, 6))
-for t in range(9):
-    out_t, state = conv_step(seq[:, t], state, w_c, b_c)
-    assert np.allclose(out_t, full[:, t]), f"token {t} differs"
-assert np.allclose(state, seq[:, -3:]), "the state must hold the last k-1 inputs"
-print("exercise 2 passed: step-by-step conv == full conv")
+# %% tags=["check", "points=2"]
+_passed["06.5"] = False
+
+
+def check_conv_step(key):
+    """Run conv_step over the frozen sequence `key`; every output and the last state must match."""
+    seq, st = REF[f"{key}_x"], REF[f"{key}_state"].copy()
+    for t in range(seq.shape[1]):
+        res = conv_step(seq[:, t].copy(), st, REF[f"{key}_w"], REF[f"{key}_b"])
+        assert isinstance(res, (tuple, list)) and len(res) == 2, "return (out_t, new_state)"
+        out_t, st = (np.asarray(r_, dtype=float) for r_ in res)
+        assert out_t.shape == seq[:, t].shape, f"out_t must have shape {seq[:, t].shape}, got {out_t.shape}"
+        assert st.shape == REF[f"{key}_state"].shape, f"the state must keep shape {REF[f'{key}_state'].shape}"
+        assert np.allclose(out_t, REF[f"{key}_out"][:, t], rtol=1e-12, atol=1e-12), f"token {t} differs"
+    assert np.allclose(st, REF[f"{key}_last"], rtol=1e-12, atol=0), "the state must hold the last k-1 inputs"
+
+
+check_conv_step("a")
+### BEGIN HIDDEN TESTS
+check_conv_step("b")                                # k = 2, b = 1, d = 3
+### END HIDDEN TESTS
+_passed["06.5"] = True
+print("exercise 06.5 passed: step-by-step conv == the package's full conv (frozen)")
 
 # %%
 state = init_state(cfg, 2, dtype=np.float64)
@@ -284,7 +639,8 @@ for L in GEN_LENGTHS:
     for t in range(L):
         model_forward(p_t, cfg_t, seq_t[:, :t + 1], backend="numpy")
     t_refeed.append(time.perf_counter() - t0)
-    print(f"L = {L:4d}: step mode {t_step[-1] * 1e3:7.1f} ms   full forward per token {t_refeed[-1] * 1e3:8.1f} ms")
+    print(f"L = {L:4d}: step mode {t_step[-1] * 1e3:7.1f} ms   full forward per token {t_refeed[-1] * 1e3:8.1f} ms"
+          f"   (load average {os.getloadavg()[0]:.1f})")
 
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 ax.loglog(GEN_LENGTHS, np.array(t_step) * 1e3, "o-", label="model_step: carry the state, O(1) per token")
@@ -308,6 +664,10 @@ plt.show()
 #   read_out`.
 # * The official init starts `A = -(1..n)` and `Δ` log-uniform in `[1e-3, 1e-1]`: many
 #   time scales from the start.
+# * The backwards: RMSNorm `dx = r (dx̂ - x̂ mean(dx̂ ⊙ x̂))` with `dx̂ = dout ⊙ w`; the causal
+#   conv, one shifted product per tap, whose carried state gets the gradient of the first
+#   `k - 1` padded inputs; the mixer, the forward list read bottom to top, with `xs` (scan
+#   input and `x_proj` input) collecting two gradients.
 # * Every gradient of the hand-written backward matches finite differences to `< 1e-6`.
 # * Step mode carries `(conv window, h)` and reproduces the full forward exactly.
 #
