@@ -16,6 +16,7 @@ COMMANDS = {
     "icl-train": ("mamba_from_scratch.icl.train", "train a Mamba or linear-attention Transformer on in-context prompts"),
     "icl-eval": ("mamba_from_scratch.icl.evaluate_trained", "in-context error vs N of trained checkpoints vs KRR"),
     "outliers": ("mamba_from_scratch.icl.outliers.experiment", "paper 3: in-context classification with outliers"),
+    "generate": ("mamba_from_scratch.lm.cli", "generate text from a pretrained Mamba folder (transformers layout)"),
 }
 
 
