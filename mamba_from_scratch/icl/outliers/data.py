@@ -19,9 +19,16 @@ and the label of an example that carries an outlier is corrupted:
 The query never carries an outlier and its label slot is 0. Tokens are
 ``p_i = (x_i, y_i)`` in R^(d+1), so a prompt is a (L, d+1) matrix.
 
-Test-time outliers use new directions in the span of the training ones. The paper gives
-``v'_1 = 0.7 v_1 + 0.6 v_2 - 0.4 v_3``; we complete the set with its two cyclic shifts
-(our choice: the paper's other two are not in our sources).
+Test-time outliers use new directions in the span of the training ones, the paper's three:
+``v'_1 = 0.7 v_1 + 0.6 v_2 - 0.4 v_3``, ``v'_2 = 0.4 v_1 + 0.7 v_2 - 0.6 v_3`` and
+``v'_3 = -0.7 v_1 + 0.5 v_2 + 0.5 v_3``. Their coefficient sums are 0.9, 0.5 and 0.3 (the
+paper's bound L = 0.3 is the smallest); a gate trained on outliers along v_1, v_2, v_3 alike
+sees about ``sum * kappa_a`` of a test outlier, so v'_3 is the hardest to damp.
+
+Where outliers sit: by default each example carries one independently with probability
+p_out. ``position`` instead places exactly ``round(p_out l)`` of them on the examples
+farthest from the query ("fq", the first ones), at random ("r") or closest to it ("cq",
+the last ones), as in the paper's Table 1.
 """
 from __future__ import annotations
 
@@ -34,11 +41,13 @@ from ...validate import check_choice, check_positive_float, check_positive_int
 
 CORRUPTIONS = ("flipped", "targeted", "random")
 TASK_SPLITS = ("ordered", "pairs", "shared")
+POSITIONS = ("fq", "r", "cq")    # outliers farthest from the query, at random, closest to it
 
-# Rows: coefficients of the test outlier directions on (v_1, v_2, v_3).
+# Rows: the paper's test outlier directions v'_1, v'_2, v'_3 on (v_1, v_2, v_3).
 TEST_OUTLIER_MIX = np.array([[0.7, 0.6, -0.4],
-                             [-0.4, 0.7, 0.6],
-                             [0.6, -0.4, 0.7]])
+                             [0.4, 0.7, -0.6],
+                             [-0.7, 0.5, 0.5]])
+DIRECTION_NAMES = ("v1'", "v2'", "v3'")
 
 
 @dataclass
@@ -184,7 +193,7 @@ def mirror_seen(tasks: np.ndarray, train_tasks: np.ndarray) -> np.ndarray:
 
 def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: int,
                    p_out: float, corruption: str, rng: np.random.Generator,
-                   test: bool = False) -> Prompts:
+                   test: bool = False, directions=None, position: str | None = None) -> Prompts:
     """Draw ``b`` prompts of ``l`` examples and one query, all vectorised over the batch.
 
     Each token is written as coefficients on the rows of :meth:`Patterns.token_basis`
@@ -195,6 +204,11 @@ def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: in
         p_out: probability that an example carries an outlier (p_a in training, alpha at test).
         corruption: what an outlier example's label becomes: "flipped", "targeted", "random".
         test: use the test outlier directions ``v_test`` and magnitude ``kappa_a_test``.
+        directions: indices of the outlier directions to draw from (of v_test when ``test``,
+            else of v), uniformly; None: all V.
+        position: None: each example carries an outlier independently with probability
+            p_out. "fq" / "r" / "cq": exactly round(p_out l) examples carry one, the first
+            (farthest from the query), a uniformly random subset, or the last (closest).
     Returns:
         Prompts with P: (b, l+1, d+1).
     """
@@ -205,6 +219,13 @@ def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: in
     tasks = np.asarray(tasks)
     if tasks.ndim != 2 or tasks.shape[1] != 2 or len(tasks) == 0:
         raise ValueError(f"tasks must have shape (T>=1, 2), got {tasks.shape}")
+    if position is not None:
+        check_choice("position", position, POSITIONS)
+    dirs = np.arange(cfg.V) if directions is None else np.asarray(directions)
+    if dirs.ndim != 1 or len(dirs) == 0 or not np.issubdtype(dirs.dtype, np.integer) \
+            or dirs.min() < 0 or dirs.max() >= cfg.V:
+        raise ValueError(f"directions must be a non-empty list of indices in [0, {cfg.V}), "
+                         f"got {directions!r}")
     l, L, M1, M2 = cfg.l, cfg.l + 1, cfg.M1, cfg.M2
     task_idx = rng.integers(len(tasks), size=b)                     # (b,)
     task = tasks[task_idx]                                          # (b, 2)
@@ -212,8 +233,16 @@ def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: in
     pat = np.where(y > 0, task[:, :1], task[:, 1:])                 # (b, L) relevant pattern index
     kappa = rng.uniform(-cfg.K, cfg.K, size=(b, L))                 # (b, L)
     k = rng.integers(M2, size=(b, L))                               # (b, L) irrelevant pattern index
-    outlier = rng.random((b, l)) < p_out                            # (b, l); never the query
-    s = rng.integers(cfg.V, size=(b, l))                            # (b, l) outlier direction
+    if position is None:
+        outlier = rng.random((b, l)) < p_out                        # (b, l); never the query
+    else:
+        n_out = int(round(p_out * l))
+        if position == "r":  # rank of a uniform draw: a random n_out-subset per prompt
+            rank = np.argsort(np.argsort(rng.random((b, l)), axis=1), axis=1)
+        else:  # "fq": positions 0.. (farthest from the query); "cq": positions ..l-1
+            rank = np.broadcast_to(np.arange(l) if position == "fq" else np.arange(l)[::-1], (b, l))
+        outlier = rank < n_out                                      # (b, l)
+    s = dirs[rng.integers(len(dirs), size=(b, l))]                  # (b, l) outlier direction
 
     y_obs = y[:, :l].copy()                                         # (b, l) labels in the prompt
     if corruption == "flipped":

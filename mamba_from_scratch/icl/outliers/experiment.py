@@ -7,6 +7,11 @@ error on the held-out test tasks against the test outlier fraction alpha for the
 corruptions, both models on the same test prompts. Every error is also split by the kind of
 test task: its mirror (b, a) was a training task, or it was held out too.
 
+Two test-time studies reuse the main runs' models on extra test prompts: each of the
+paper's test outlier directions alone (flipped labels), and where the outliers sit (exactly
+round(alpha l) of them farthest from the query, at random, or closest to it; all three
+corruptions), the paper's Table 1.
+
 Sensitivity studies, each under flipped labels: the test outlier magnitude and the learning
 rate reuse the main runs (extra models trained on the same batches, extra test prompts);
 the outlier norm, the task split and the training corruption retrain both models.
@@ -30,8 +35,8 @@ import numpy as np
 
 from ...runtime import tune_process
 from ...validate import check_positive_float, check_positive_int
-from .data import (CORRUPTIONS, TASK_SPLITS, DataConfig, hold_out, make_patterns, mirror_seen,
-                   sample_prompts, split_tasks)
+from .data import (CORRUPTIONS, DIRECTION_NAMES, POSITIONS, TASK_SPLITS, DataConfig, hold_out,
+                   make_patterns, mirror_seen, sample_prompts, split_tasks)
 from .model import MODELS, gates, init_params, model_forward
 from .train import SCHEDULES, TrainConfig, error_rate, train
 
@@ -79,8 +84,8 @@ def subset_errors(err: np.ndarray, seen: np.ndarray) -> list:
 
 
 def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: int,
-             corruptions=CORRUPTIONS, lr_scales=(1.0,), magnitudes=(), keep=False,
-             desc=None) -> dict:
+             corruptions=CORRUPTIONS, lr_scales=(1.0,), magnitudes=(), placement=False,
+             keep=False, desc=None) -> dict:
     """Train both models (at each lr scale) on one seed and measure their test errors.
 
     Args:
@@ -91,10 +96,14 @@ def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: in
         lr_scales: learning rates to train, as multiples of train_cfg.lr; all start from the
             same initialisation and see the same batches.
         magnitudes: extra test outlier magnitudes (flipped labels, lr scale 1 only).
+        placement: also measure each test outlier direction alone (flipped labels) and each
+            outlier position (POSITIONS, every corruption), lr scale 1 only.
         keep: also return the trained parameters, patterns and tasks.
     Returns:
         {"errors": {key: {corruption: (3, len(ALPHAS)) rows SUBSETS}},
          "magnitude": {kappa: {model: (3, len(ALPHAS))}}, "history": {key: ...},
+         "direction": {name: {model: (3, len(ALPHAS))}} (flipped labels),
+         "position": {position: {corruption: {model: (3, len(ALPHAS))}}},
          "scores": {key: (T_test, 2)}, "mirror_seen": (T_test,), "train_s": seconds}
     """
     rng = seed_rngs(seed)
@@ -116,13 +125,13 @@ def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: in
                     curves, desc=desc)
     out = {"history": history, "train_s": time.perf_counter() - t0, "mirror_seen": seen,
            "scores": {k: pattern_scores(p, patterns, test_tasks) for k, p in models.items()},
-           "errors": {k: {} for k in models}, "magnitude": {}}
+           "errors": {k: {} for k in models}, "magnitude": {}, "direction": {}, "position": {}}
 
-    def errors_on(cfg, corruption, keys):
+    def errors_on(cfg, corruption, keys, **where):
         rows = {k: [] for k in keys}
         for alpha in ALPHAS:
             prompts = sample_prompts(cfg, patterns, test_tasks, n_test, float(alpha), corruption,
-                                     rng["test"], test=True)
+                                     rng["test"], test=True, **where)
             for k in keys:
                 F, _ = model_forward(models[k], prompts.P)
                 rows[k].append(subset_errors(error_rate(F, prompts.y_query), seen[prompts.task]))
@@ -137,6 +146,12 @@ def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: in
         else:
             out["magnitude"][kappa] = errors_on(replace(data_cfg, kappa_a_test=float(kappa)),
                                                 "flipped", MODELS)
+    if placement:  # drawn after the main test prompts, so those stay as they were
+        for j, name in enumerate(DIRECTION_NAMES):
+            out["direction"][name] = errors_on(data_cfg, "flipped", MODELS, directions=[j])
+        for pos in POSITIONS:
+            out["position"][pos] = {c: errors_on(data_cfg, c, MODELS, position=pos)
+                                    for c in corruptions}
     if keep:
         out.update(params=models, patterns=patterns, test_tasks=test_tasks, test_rng=rng["test"])
     return out
@@ -293,7 +308,7 @@ def main(argv=None) -> int:
     sens_seeds = seeds[:args.sens_seeds]
     main_runs = [run_seed(s, data_cfg, train_cfg, args.n_test,
                           lr_scales=(1.0,) + (LR_SCALES if s in sens_seeds else ()),
-                          magnitudes=MAGNITUDES, keep=(i == 0), desc=f"seed {s}")
+                          magnitudes=MAGNITUDES, placement=True, keep=(i == 0), desc=f"seed {s}")
                  for i, s in enumerate(seeds)]
     first = main_runs[0]
     gate = gate_profile(first["params"]["mamba"], data_cfg, first["patterns"], first["test_tasks"],
@@ -322,7 +337,8 @@ def main(argv=None) -> int:
         "timing": timing, "gate_alpha_0.3": gate, "summary": summary,
         "main": [{"errors": r["errors"], "history": r["history"], "train_s": r["train_s"],
                   "mirror_seen": r["mirror_seen"], "scores": r["scores"],
-                  "magnitude": {f"{k:g}": v for k, v in r["magnitude"].items()}} for r in main_runs],
+                  "magnitude": {f"{k:g}": v for k, v in r["magnitude"].items()},
+                  "direction": r["direction"], "position": r["position"]} for r in main_runs],
         "sensitivity": {f"{s}={v}": [r["errors"] for r in runs] for (s, v), runs in sens.items()},
     }
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .data import CORRUPTIONS
+from .data import CORRUPTIONS, DIRECTION_NAMES, POSITIONS
 from .experiment import ALPHAS, LR_SCALES, MAGNITUDES, SUBSETS, model_key
 from .floor import clean_vote_floor, error_floor
 from .model import MODELS
@@ -22,6 +22,19 @@ FLOORS = {"floor": error_floor, "floor_clean_vote": clean_vote_floor}
 COLORS = {"mamba": "tab:blue", "linear": "tab:orange"}
 SUBSET_LABELS = {"all": "all test tasks", "mirror_trained": "mirror (b, a) trained",
                  "mirror_held_out": "mirror (b, a) held out too"}
+POSITION_LABELS = {"fq": "FQ (farthest from the query)", "r": "R (random positions)",
+                   "cq": "CQ (closest to the query)"}
+# The paper's Table 1: accuracy (%) at alpha = 0.5 of its three-layer models (p_a = 0.4).
+PAPER_TABLE1 = {"mamba": {"fq": 99.73, "r": 99.67, "cq": 82.73},
+                "linear": {"fq": 93.68, "r": 94.12, "cq": 93.96}}
+
+
+def where_columns(study: str, setting: str) -> dict:
+    """metrics.csv's ``position`` and ``direction`` of a row: where the test outliers sit
+    ("r": random positions, also the main runs' independent draws) and which of the test
+    directions they use ("all": uniformly among v1', v2', v3')."""
+    return {"position": setting if study == "position" else "r",
+            "direction": setting if study == "direction" else "all"}
 
 
 def mean_sem(per_seed):
@@ -71,6 +84,12 @@ def collect(args, main_runs, sens, data_cfg):
                     r["errors"][model_key(m, scale)]["flipped"] for r in main_runs[:n_sens]]
         for (study, value), runs in sens.items():
             out[(study, value, m, "flipped")] = [r["errors"][m]["flipped"] for r in runs]
+        for name in DIRECTION_NAMES:
+            if name in main_runs[0]["direction"]:
+                out[("direction", name, m, "flipped")] = [r["direction"][name][m] for r in main_runs]
+        for pos in POSITIONS:
+            for c in main_runs[0]["position"].get(pos, {}):
+                out[("position", pos, m, c)] = [r["position"][pos][c][m] for r in main_runs]
     return out
 
 
@@ -82,15 +101,16 @@ def write_metrics(args, main_runs, sens, data_cfg):
         mean, sem, n = mean_sem(per_seed)                           # (3, len(ALPHAS)) each
         for j, subset in enumerate(SUBSETS):
             for i, alpha in enumerate(ALPHAS):
-                rows.append({"study": study, "setting": setting, "model": model,
-                             "corruption": corruption, "subset": subset, "alpha": float(alpha),
+                rows.append({"study": study, "setting": setting, **where_columns(study, setting),
+                             "model": model, "corruption": corruption, "subset": subset,
+                             "alpha": float(alpha),
                              "error_mean": round(float(mean[j, i]), 6), "error_sem": round(float(sem[j, i]), 6),
                              "n_seeds": int(n[j, i]), "n_test": args.n_test})
     for name, floor in FLOORS.items():
         for c in CORRUPTIONS:
             for alpha, f in zip(ALPHAS, floor(ALPHAS, data_cfg.l, c)):
-                rows.append({"study": "main", "setting": "default", "model": name, "corruption": c,
-                             "subset": "all", "alpha": float(alpha), "error_mean": round(float(f), 6),
+                rows.append({"study": "main", "setting": "default", "position": "r",
+                             "direction": "all", "model": name, "corruption": c, "subset": "all", "alpha": float(alpha), "error_mean": round(float(f), 6),
                              "error_sem": 0.0, "n_seeds": 0, "n_test": 0})
     with open(os.path.join(args.out, "metrics.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -103,6 +123,16 @@ def write_metrics(args, main_runs, sens, data_cfg):
         diff = [r["errors"]["mamba"][c][0] - r["errors"]["linear"][c][0] for r in main_runs]
         mean, sem, _ = mean_sem(diff)
         summary["paired_diff"][c] = {"mean": mean.tolist(), "sem": sem.tolist()}
+    # where the outliers sit, paired on the same seeds: each model's CQ minus its R error,
+    # and the Mamba minus the linear Transformer at each position (all test tasks)
+    summary["position_diff"] = {}
+    for c in main_runs[0]["position"].get("cq", {}):
+        P = {pos: {m: np.array([r["position"][pos][c][m][0] for r in main_runs]) for m in MODELS}
+             for pos in POSITIONS}                                   # (seeds, len(ALPHAS)) each
+        d = {f"{m} cq - r": P["cq"][m] - P["r"][m] for m in MODELS}
+        d.update({f"mamba - linear {pos}": P[pos]["mamba"] - P[pos]["linear"] for pos in POSITIONS})
+        summary["position_diff"][c] = {k: dict(zip(("mean", "sem"), (x.tolist() for x in mean_sem(v)[:2])))
+                                       for k, v in d.items()}
     for m in MODELS:
         S = np.concatenate([r["scores"][m] for r in main_runs])     # (tasks, 2) same, cross
         summary["scores"][m] = {sub: (S[mask].mean(axis=0).tolist() if mask.any() else [np.nan] * 2)
@@ -156,11 +186,13 @@ def write_table(args, rows, summary, gate, timing, command):
               "| study | setting | model | alpha=0 | alpha=0.3 | alpha=0.5 | alpha=0.8 | seeds |",
               "|---" * 8 + "|"]
     keys = sorted({(r["study"], r["setting"], r["model"]) for r in rows
-                   if r["study"] != "main" and r["subset"] == "all"}, key=lambda k: (k[0], k[2], k[1]))
+                   if r["study"] not in ("main", "direction", "position") and r["subset"] == "all"},
+                  key=lambda k: (k[0], k[2], k[1]))
     for study, setting, m in keys:
         sel = [R[(study, setting, m, "flipped", "all", a)] for a in (0.0, 0.3, 0.5, 0.8)]
         lines.append(f"| {study} | {setting} | {LABELS[m]} | " + " | ".join(_cell(r) for r in sel)
                      + f" | {sel[0]['n_seeds']} |")
+    lines += where_tables(R, summary)
     lines += ["", "## Learned attention scores on test tasks (W = W_B^T W_C, / beta^2, mean over seeds)", "",
               "| model | kind of test task | same pattern mu_a^T W mu_a | cross mu_b^T W mu_a |", "|---|---|---|---|"]
     for m in MODELS:
@@ -172,6 +204,49 @@ def write_table(args, rows, summary, gate, timing, command):
               f"{timing['train_s_per_seed']:.1f} s.", ""]
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write("\n".join(lines))
+
+
+def where_tables(R, summary) -> list:
+    """table.md's sections on the test outlier directions and on the outliers' positions
+    (empty when the run did not measure them)."""
+    head = ["| alpha | " + " | ".join(f"{a:.1f}" for a in ALPHAS) + " |", "|---" * (len(ALPHAS) + 1) + "|"]
+    lines = []
+    if ("direction", DIRECTION_NAMES[0], "mamba", "flipped", "all", 0.0) in R:
+        lines += ["", "## Test outlier directions, flipped labels, all test tasks", "",
+                  "Coefficients on (v1, v2, v3): v1' = (0.7, 0.6, -0.4), v2' = (0.4, 0.7, -0.6), "
+                  "v3' = (-0.7, 0.5, 0.5); sums 0.9, 0.5, 0.3. \"all\" draws each outlier's direction "
+                  "uniformly among the three (the main runs).", ""] + head
+        for m in MODELS:
+            for name, (study, setting) in [(n, ("direction", n)) for n in DIRECTION_NAMES] + [("all", ("main", "default"))]:
+                lines.append(f"| {LABELS[m]}, {name} | " + " | ".join(
+                    _cell(R[(study, setting, m, "flipped", "all", float(a))]) for a in ALPHAS) + " |")
+    if ("position", "cq", "mamba", "flipped", "all", 0.5) in R:
+        corrs = list(summary["position_diff"])
+        lines += ["", "## Where the outliers sit: exactly round(alpha l) outlier examples, all test tasks", "",
+                  "Error at alpha = 0.5 (10 of the 20 examples are outliers) per corruption, and the "
+                  "accuracy (1 - error) under flipped labels beside the paper's Table 1 (three-layer "
+                  "models, p_a = 0.4; ours are one-layer, p_a = 0.6).", "",
+                  "| model | position | " + " | ".join(f"error, {c}" for c in corrs)
+                  + " | accuracy %, flipped | paper's accuracy % |", "|---" * (len(corrs) + 4) + "|"]
+        for m in MODELS:
+            for pos in POSITIONS:
+                cells = [_cell(R[("position", pos, m, c, "all", 0.5)]) for c in corrs]
+                acc = 100 * (1 - R[("position", pos, m, "flipped", "all", 0.5)]["error_mean"])
+                lines.append(f"| {LABELS[m]} | {POSITION_LABELS[pos]} | " + " | ".join(cells)
+                             + f" | {acc:.1f} | {PAPER_TABLE1[m][pos]:.2f} |")
+        lines += ["", "Paired differences at alpha = 0.5 (same seeds and test prompts), mean ± SEM over seeds:", "",
+                  "| difference | " + " | ".join(corrs) + " |", "|---" * (len(corrs) + 1) + "|"]
+        i = list(ALPHAS).index(0.5)
+        for key in summary["position_diff"][corrs[0]]:
+            lines.append(f"| {key} | " + " | ".join(
+                f"{summary['position_diff'][c][key]['mean'][i]:+.3f} ± {summary['position_diff'][c][key]['sem'][i]:.3f}"
+                for c in corrs) + " |")
+        lines += ["", "### Flipped labels at every alpha, by position", ""] + head
+        for m in MODELS:
+            for pos in POSITIONS:
+                lines.append(f"| {LABELS[m]}, {pos.upper()} | " + " | ".join(
+                    _cell(R[("position", pos, m, "flipped", "all", float(a))]) for a in ALPHAS) + " |")
+    return lines
 
 
 def write_tune(args, result, command, timing):
@@ -340,6 +415,9 @@ def plot_all(args, main_runs, sens, gate, data_cfg):
     fig.savefig(os.path.join(args.out, "fig_gates.png"), dpi=120)
     plt.close(fig)
 
+    if ("direction", DIRECTION_NAMES[0], "mamba", "flipped") in series:
+        plot_where(args, series, n)
+
     # Sensitivity: one panel per knob; solid Mamba, dashed linear Transformer.
     titles = {"test_magnitude": "test outlier magnitude kappa_a'", "outlier_norm": "outlier pattern norm",
               "task_split": "task split", "lr": "learning rate (Mamba; linear gets lr / l)",
@@ -377,4 +455,31 @@ def plot_all(args, main_runs, sens, gate, data_cfg):
                  "Each panel changes one knob of the default design.", fontsize=10)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, "fig_sensitivity.png"), dpi=110)
+    plt.close(fig)
+
+
+def plot_where(args, series, n):
+    """fig_directions_positions.png: flipped-label error against alpha for each test outlier
+    direction (left) and each outlier position (right); solid Mamba, dashed linear."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    panels = ((axes[0], [(f"{d} (sum {s})", ("direction", d)) for d, s in zip(DIRECTION_NAMES, (0.9, 0.5, 0.3))]
+               + [("all three", ("main", "default"))], "test outlier direction (independent positions)"),
+              (axes[1], [(POSITION_LABELS[p], ("position", p)) for p in POSITIONS],
+               "where the round(alpha l) outliers sit (all directions)"))
+    for ax, settings, title in panels:
+        for k, (label, (study, setting)) in enumerate(settings):
+            color = plt.cm.viridis(k / max(len(settings) - 1, 1) * 0.85)
+            for m, ls in (("mamba", "-"), ("linear", "--")):
+                mean, sem, _ = mean_sem(series[(study, setting, m, "flipped")])
+                ax.errorbar(ALPHAS, mean[0], yerr=sem[0], ls=ls, marker="o", ms=3, capsize=2, color=color,
+                            label=label if m == "mamba" else None)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("test outlier fraction alpha")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="solid Mamba, dashed linear", title_fontsize=7)
+    axes[0].set_ylabel("test error, flipped labels (all test tasks)")
+    fig.suptitle(f"Test outlier directions and positions, mean ± SEM over {n} seeds (same trained models)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "fig_directions_positions.png"), dpi=110)
     plt.close(fig)
