@@ -137,6 +137,39 @@ def test_tokens_are_the_data_model(test):
     assert np.allclose(recon, x, atol=1e-12)                       # nothing outside those directions
 
 
+def test_test_directions_are_the_papers_and_can_be_chosen():
+    cfg = DataConfig()
+    rng = np.random.default_rng(3)
+    p = make_patterns(cfg, rng)
+    train, _ = split_tasks(cfg, rng)
+    assert np.allclose(TEST_OUTLIER_MIX, [[0.7, 0.6, -0.4], [0.4, 0.7, -0.6], [-0.7, 0.5, 0.5]])
+    assert np.allclose(TEST_OUTLIER_MIX.sum(axis=1), [0.9, 0.5, 0.3])
+    for j in range(3):
+        pr = sample_prompts(cfg, p, train, 200, 0.5, "flipped", rng, test=True, directions=[j])
+        on_v = pr.P[:, :-1, :cfg.d] @ p.v.T / cfg.kappa_a_test     # (b, l, V)
+        assert pr.outlier.any()
+        assert np.allclose(on_v[pr.outlier], TEST_OUTLIER_MIX[j], atol=1e-9)
+
+
+def test_outlier_positions_farthest_random_closest():
+    cfg = DataConfig()
+    rng = np.random.default_rng(4)
+    p = make_patterns(cfg, rng)
+    train, _ = split_tasks(cfg, rng)
+    k = 7                                                          # round(0.35 * 20)
+    fq = sample_prompts(cfg, p, train, 300, 0.35, "flipped", rng, test=True, position="fq")
+    cq = sample_prompts(cfg, p, train, 300, 0.35, "flipped", rng, test=True, position="cq")
+    r = sample_prompts(cfg, p, train, 3000, 0.35, "flipped", rng, test=True, position="r")
+    first = np.arange(cfg.l) < k
+    assert np.all(fq.outlier == first) and np.all(cq.outlier == first[::-1])
+    assert np.all(r.outlier.sum(axis=1) == k)
+    # random positions: every position is an outlier with probability k / l
+    assert np.abs(r.outlier.mean(axis=0) - k / cfg.l).max() < 4 * np.sqrt(0.35 * 0.65 / 3000)
+    # the outlier examples carry an outlier component, the others none
+    on_v = cq.P[:, :-1, :cfg.d] @ p.v.T
+    assert np.all(np.abs(on_v[cq.outlier]).sum(-1) > 0.1) and np.allclose(on_v[~cq.outlier], 0, atol=1e-12)
+
+
 def test_gate_is_a_selective_scan_with_exact_zoh():
     """h_t = (1 - s_t) h_{t-1} + s_t z_t is the S6 scan with A = -1, delta = softplus(w.p)."""
     pr = small_batch()
@@ -264,6 +297,14 @@ def test_bad_inputs_raise():
         small_batch(corruption="swapped")
     with pytest.raises(ValueError, match="p_out"):
         small_batch(p_out=1.5)
+    rng = np.random.default_rng(0)
+    patterns = make_patterns(SMALL, rng)
+    tasks, _ = split_tasks(SMALL, rng)
+    with pytest.raises(ValueError, match="position"):
+        sample_prompts(SMALL, patterns, tasks, 2, 0.5, "flipped", rng, position="near")
+    for bad in ([3], [], [0.5]):
+        with pytest.raises(ValueError, match="directions"):
+            sample_prompts(SMALL, patterns, tasks, 2, 0.5, "flipped", rng, directions=bad)
     with pytest.raises(ValueError, match="alpha"):
         error_floor(1.2)
     with pytest.raises(ValueError, match="task_split"):

@@ -25,6 +25,14 @@ def test_outliers_quick_mamba_beats_linear_at_half_flipped(tmp_path):
     results = json.load(open(out / "results.json"))
     assert results["gate_alpha_0.3"]["mean_clean_over_outlier"] > 2
     assert results["data_config"]["task_split"] == "ordered"
+    # where the outliers sit: the recency-weighted gate reads the examples next to the query,
+    # so outliers there hurt the Mamba most; the linear Transformer's G = 1 cannot tell
+    pos = {(r["model"], r["position"]): float(r["error_mean"]) for r in rows
+           if (r["study"], r["corruption"], r["subset"], r["alpha"]) == ("position", "flipped", "all", "0.5")}
+    assert pos[("mamba", "cq")] > pos[("mamba", "r")] + 0.2 > pos[("mamba", "fq")] + 0.2
+    assert abs(pos[("linear", "cq")] - pos[("linear", "r")]) < 0.1
+    dirs = {r["direction"] for r in rows if r["study"] == "direction"}
+    assert dirs == {"v1'", "v2'", "v3'"} and {r["direction"] for r in rows if r["study"] == "main"} == {"all"}
     sens = {(r["study"], r["setting"]) for r in rows}
     assert ("lr", "0.15") in sens and ("test_magnitude", "2 (default)") in sens
 
