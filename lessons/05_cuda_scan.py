@@ -11,7 +11,8 @@
 # **Prerequisites.** Lesson 03 (one independent recurrence per `(batch, channel)`; `prange`)
 # and lesson 04 (the operator `∘` and the Hillis–Steele scan).
 #
-# **Run time.** About 1 minute in the simulator (20 seconds with `LESSONS_FAST=1`). The
+# **Run time.** About 20 seconds in the simulator (measured 21 s at load average 4 on 2 cores;
+# about 3 s of compute with `LESSONS_FAST=1`). The
 # simulator runs every GPU thread as a Python thread: it checks correctness, not speed, so
 # the sizes here are tiny unless a real GPU is present.
 #
@@ -539,6 +540,39 @@ y_chunk = selective_scan_chunked(*inputs64, tpb=4)
 y_ref64, _, _ = selective_scan_forward(*inputs64, backend="numpy")
 print("chunked kernel S6 vs package (numpy): max |diff| =", np.abs(y_chunk - y_ref64).max())
 assert np.allclose(y_chunk, y_ref64, rtol=1e-10, atol=1e-12)
+
+# %% [markdown]
+# What the simulator saw: for one frozen problem (`S = 3` rows of `l = 37` steps, 8 threads
+# per block), the thread that wrote each `h[s, t]` (left), and the number of sequential steps
+# on the longest path, chunked versus one thread per row, as `l` grows with `T = 128` (right).
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), gridspec_kw={"width_ratios": [1.6, 1]})
+if SIMULATOR and _passed["05.3"]:
+    with KernelWatch(REF["s_a"].shape) as watch_fig:
+        chunked_scan(REF["s_a"], REF["s_b"], 8)
+    writer = np.full(REF["s_a"].shape, -1)
+    for (blk, thr), (s_, t_) in watch_fig.writes:
+        writer[s_, t_] = thr
+    im = axes[0].imshow(writer, aspect="auto", cmap=plt.get_cmap("tab10", 8), vmin=-0.5, vmax=7.5,
+                        interpolation="nearest")
+    axes[0].set_yticks(range(writer.shape[0]), [f"block {i}" for i in range(writer.shape[0])])
+    axes[0].set_xlabel("time step t")
+    axes[0].set_title("threadIdx.x that wrote h[s, t] (recorded in the simulator)", fontsize=10)
+    fig.colorbar(im, ax=axes[0], ticks=range(8), label="thread")
+else:
+    axes[0].text(0.5, 0.5, "recorded only in the simulator\n(with exercise 05.3 solved)", ha="center", va="center")
+    axes[0].set_axis_off()
+ls_ = 2 ** np.arange(7, 15)
+T_ = 128
+L_ = np.ceil(ls_ / T_)
+axes[1].loglog(ls_, ls_, "k-o", ms=4, label="one thread per row: l")
+axes[1].loglog(ls_, 2 * L_ + np.log2(T_), "C0-s", ms=4, label=f"chunked, T = {T_}: 2 ceil(l/T) + log2 T")
+axes[1].set_xlabel("sequence length l")
+axes[1].set_ylabel("sequential steps (depth)")
+axes[1].legend(fontsize=8)
+plt.tight_layout()
+plt.show()
 
 # %% [markdown]
 # ## 6. The package's CUDA backend

@@ -12,7 +12,8 @@
 # chain rule: for `Y = X Wᵀ`, `dX = dY W` and `dW = Σ_rows dYᵀ X`; a quantity used twice
 # receives the sum of both gradients.
 #
-# **Run time.** About 30 seconds (10 seconds with `LESSONS_FAST=1`).
+# **Run time.** About 10–25 seconds (measured 9.5 s at load average 6 and 26 s at load 8 on
+# 2 cores; about 3 s of compute with `LESSONS_FAST=1`).
 #
 # **Exercises.** 06.1 the step-size bias of the official init; 06.2 the RMSNorm backward;
 # 06.3 the causal depthwise conv backward, with a carried state; 06.4 the whole mixer's
