@@ -10,7 +10,7 @@
 # **Prerequisites.** Lesson 00 (the task); least squares; expectations under a Gaussian. What a
 # kernel is helps but is explained. Hermite polynomials are built here, from their recurrence.
 #
-# **Run time.** About 10 seconds on a 2-core machine (measured 5 s; a few seconds with `LESSONS_FAST=1`).
+# **Run time.** 5 to 60 seconds on a 2-core machine (measured 5 s at load 0.3, 61 s at load 10.6; a few seconds with `LESSONS_FAST=1`).
 #
 # **You will use** `mamba_from_scratch.icl.links` (`make_link`, `gauss_hermite_coefficients`),
 # `mamba_from_scratch.icl.task.SingleIndexTask` and `mamba_from_scratch.icl.krr` (`kernel_matrix`,
