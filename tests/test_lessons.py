@@ -88,27 +88,34 @@ def test_committed_notebook_has_outputs_and_is_small(py_path):
 # --- nbgrader, in the background --------------------------------------------------------------
 
 class _Graded:
-    """The nbgrader round trip of the selected lessons, run in a thread (it spends its time
-    in nbgrader subprocesses and their kernels)."""
+    """The nbgrader round trip of the selected lessons, run in two threads (one course
+    directory per student; the time goes into nbgrader subprocesses and their kernels)."""
 
     def __init__(self, root: Path, stems: list[str]):
-        self.root, self.stems, self.result, self.error = root, stems, ([], {}, {}), None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        if stems:
-            self.thread.start()
+        self.stems, self.results, self.errors = stems, {}, {}
+        self.threads = [threading.Thread(target=self._run, args=(root / student, student), daemon=True)
+                        for student in ("solution", "release")]
+        for thread in self.threads if stems else []:
+            thread.start()
 
-    def _run(self):
+    def _run(self, root, student):
         try:
-            self.result = notebooks.nbgrader_round_trip(self.root, self.stems)
+            self.results[student] = notebooks.nbgrader_round_trip(root, self.stems, students=(student,))
         except Exception as err:  # reported by every nbgrader test
-            self.error = err
+            self.errors[student] = err
 
     def get(self):
-        if self.stems:
-            self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.result
+        """(score rows, autograded errors, nbgrader failures) of both students, merged."""
+        for thread in self.threads if self.stems else []:
+            thread.join()
+        if self.errors:
+            raise next(iter(self.errors.values()))
+        rows, errors, failed = [], {}, {}
+        for r, e, f in self.results.values():
+            rows += r
+            errors.update(e)
+            failed.update(f)
+        return rows, errors, failed
 
 
 @pytest.fixture(scope="module")

@@ -590,8 +590,7 @@ c.CourseDirectory.db_url = "sqlite:///" + {db!r}
 c.ClearSolutions.code_stub = {{"python": {stub!r}}}
 c.GenerateAssignment.create_assignment = True
 c.Autograde.create_student = True
-c.Execute.timeout = {timeout}          # seconds per cell
-c.Execute.allow_errors = True          # a failed check must not stop the rest (fallbacks, partial credit)
+c.Execute.timeout = {timeout}          # seconds per cell (nbgrader runs on after a failed cell)
 '''
 
 
@@ -762,6 +761,8 @@ def autograded_errors(root: Path, student: str, assignment: str) -> list[tuple[i
         if cell.cell_type != "code":
             continue
         gid = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+        first = next((line for line in cell.source.splitlines() if line.strip()), "")[:80]
+        gid = f"{gid} ({first})" if not gid.startswith("ex") else gid
         errors = [o for o in cell.outputs if o.output_type == "error"]
         if errors:
             out.append((i, gid, f"{errors[0].ename}: {errors[0].evalue}"[:300]))
@@ -770,26 +771,33 @@ def autograded_errors(root: Path, student: str, assignment: str) -> list[tuple[i
     return out
 
 
-def nbgrader_round_trip(root: Path, names=None) -> tuple[list[dict], dict, dict]:
+def nbgrader_round_trip(root: Path, names=None, students=("solution", "release")) -> tuple[list[dict], dict, dict]:
     """Release the lessons, then autograde the solution notebooks and the untouched release.
 
     Students ``solution`` (the source notebooks, solutions in) and ``release`` (what a student
     downloads, untouched) are graded in fast mode. A lesson nbgrader cannot process is
     reported and does not stop the others.
 
+    Args:
+        root: the course directory to create.
+        names: lesson name prefixes (default: all).
+        students: which of the two to grade (two course directories graded at the same time
+            share the cores better than one grading both).
     Returns:
         (score rows, {(student, lesson): autograded_errors(...)}, {lesson: nbgrader's error}).
     """
+    if set(students) - {"solution", "release"}:
+        raise ValueError(f"students: expected a subset of ('solution', 'release'), got {students}")
     ids = make_course(root, names)
     failed = generate_all(root, ids)
     for aid in ids:
         if aid not in failed:
-            submit(root, "solution", aid, root / "source" / aid / f"{aid}.ipynb")
-            submit(root, "release", aid, root / "release" / aid / f"{aid}.ipynb")
+            for student in students:
+                folder = "source" if student == "solution" else "release"
+                submit(root, student, aid, root / folder / aid / f"{aid}.ipynb")
     for (student, aid), why in autograde(root, fast=True).items():
         failed.setdefault(aid, f"{student}: {why}")
-    errors = {(s, aid): autograded_errors(root, s, aid)
-              for s in ("solution", "release") for aid in ids if aid not in failed}
+    errors = {(s, aid): autograded_errors(root, s, aid) for s in students for aid in ids if aid not in failed}
     return scores(root), errors, failed
 
 
