@@ -338,7 +338,8 @@ print("exercise 05.2 passed")
 #
 # ### Exercise 05.3: the chunked scan kernel
 # Write `chunked_scan_kernel(a, b, h)` and the host function `chunked_scan(a, b, tpb)`, which
-# launches one block of `tpb` threads per row and returns `h` as a float64 host array. In the
+# launches one block of `tpb` threads per row and returns `h` as a float64 host array. Index
+# the global arrays with both indices at once (`a[s, t]`). In the
 # simulator, the check records every global-memory access of every thread (each thread may
 # read and write only its own chunk) and every `cuda.shared.array` allocation; on a real
 # GPU it looks for shared memory in the kernel's PTX. Results are compared with frozen
