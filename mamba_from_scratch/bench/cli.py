@@ -1,7 +1,7 @@
 """``python -m mamba_from_scratch bench {scan,train-step}``: timings into docs/benchmarks.md.
 
     python -m mamba_from_scratch bench scan              # numpy vs numba (vs cuda on a GPU)
-    python -m mamba_from_scratch bench train-step        # one training step vs its scan
+    python -m mamba_from_scratch bench train-step        # icl-train's step, its time split
     python -m mamba_from_scratch bench scan --quick      # small sizes, prints only
 
 Each command rewrites only its own section of the markdown file (between marker comments),
@@ -25,12 +25,12 @@ each section records the CPU, the thread counts and the load average at its star
 On a shared machine treat them as upper bounds and re-run on an idle one.
 
 How to read them:
-- The scan's yardstick is NumPy's own vectorised float32 `np.exp`, timed in the same run
-  (t_exp): the bound is the time the b·l·d_inner·n exps would take at that speed. How fast
-  `np.exp` is varies a lot between machines, so compare multiples of the bound, not ms.
-- The numba kernels do not call `np.exp` (a scalar libm call inside Numba) but the
-  vectorisable `fast_exp` of `mamba_from_scratch/scan/fastexp.py`: the bound is a
-  yardstick, not a floor, and a kernel can beat it.
+- The scan's yardstick is the roofline bound, measured in the same run from this machine's
+  own limits: the throughput of the package's `fast_exp` (the exp the kernels call), FMA
+  throughput and copy bandwidth (`mamba_from_scratch/bench/roofline.py` states the counts).
+  Compare multiples of the bound, not milliseconds: machines differ.
+- The older "np.exp yardstick" (every exp priced at NumPy's float32 `np.exp`, nothing
+  else counted) is kept as a secondary column; it is several times looser.
 - On a machine with few cores, numba's worker threads and a multi-threaded BLAS (OpenBLAS)
   compete for the same cores; the model's small matrix products then slow down many times
   over. Both commands therefore default to `--blas-threads 1`, like the training commands; each
@@ -47,8 +47,8 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m mamba_from_scratch bench",
                                      description="Time the selective scan backends and a training step.")
     sub = parser.add_subparsers(dest="what", required=True)
-    for name, help_ in (("scan", "numpy vs numba (and cuda on a real GPU) at fixed sizes, vs an exp-count bound"),
-                        ("train-step", "one training step of a one-layer Mamba vs its scan alone")):
+    for name, help_ in (("scan", "numpy vs numba (and cuda on a real GPU) at fixed sizes, vs the machine's roofline bound"),
+                        ("train-step", "icl-train's step at two sizes on 1 and 2 threads: time split and step/scan")):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported; >= 5 for the docs)")
         p.add_argument("--threads", type=int, default=0, help="numba threads (default: numba's default)")

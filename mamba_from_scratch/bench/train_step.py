@@ -1,138 +1,166 @@
-"""``bench train-step``: one full training step against its selective scan alone.
+"""``bench train-step``: the in-context-learning training step, its time split and its scan.
 
-The step: forward of a one-layer Mamba (d_model 64, expand 2, d_state 16, d_conv 4,
-d_in = d_out = 1) on a (32, 64, 1) float32 batch, MSE loss, its backward, one AdamW update.
-The scan inside it runs at (b 32, l 64, d_inner 128, n 16); timing that scan's forward +
-backward alone says how much the rest of the model costs on top (target: step <= 1.5x scan).
-A breakdown (forward / backward / optimizer) and a profile of where the step spends its
-time come with it, so a slow layer shows up by name.
+The step is exactly ``icl-train``'s (mamba_from_scratch/icl/train.py): sample a batch of
+prompts, encode them, forward, MSE loss, backward, clip the gradient norm, one AdamW update,
+in float32 with the numba scan. Two configurations:
+
+* ``icl-full``: the ``icl-train --full`` model (d_model 32, 2 layers, d_state 16, d = 32,
+  N = 32: batch 64 x L 33 tokens of 66 features);
+* ``133k``: the issue's reference model, d_model 64, 4 layers (about 133k parameters),
+  batch 64 x L 128 (N = 127).
+
+Each runs on 1 and on 2 numba threads (``--threads`` picks one). The split: wrappers around
+the package's functions add up, per step, the time in the selective scan (forward and
+backward), in the projections (every ``linear_forward`` / ``linear_backward``: in_proj,
+x_proj, dt_proj, out_proj, read-in, read-out), and in the optimizer (gradient clipping and
+AdamW); "elementwise" is the rest of the step (conv + SiLU, softplus, the gate, RMSNorm,
+residuals, the loss, batch sampling and encoding). step / scan is the step's time over the
+scan's share of it.
 """
 from __future__ import annotations
 
-import cProfile
-import io
-import pstats
+import time
+from contextlib import contextmanager
 
 import numpy as np
 
 from . import common
-from .scan import make_inputs
 
-TARGET_RATIO = 1.5
-B, L = 32, 64
+CONFIGS = {
+    "icl-full": dict(d_model=32, n_layer=2, d_state=16, d=32, N=32, batch=64),
+    "133k": dict(d_model=64, n_layer=4, d_state=16, d=32, N=127, batch=64),
+}
+PARTS = ("scan", "projections", "optimizer")
 
 
-def build(seed=0):
-    from mamba_from_scratch.model import MambaConfig, init_params
+class Split:
+    """Seconds spent in each part, accumulated by the wrappers of :func:`instrumented`."""
+
+    def __init__(self):
+        self.t = dict.fromkeys(PARTS, 0.0)
+
+    def wrap(self, part, fn):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.t[part] += time.perf_counter() - t0
+        return timed
+
+
+@contextmanager
+def instrumented(split):
+    """Route the package's scan, linear and optimizer calls through ``split``'s timers."""
+    from mamba_from_scratch import mixer, model, optim
+    from mamba_from_scratch.icl import train
+    patches = [(mixer, "selective_scan_forward", "scan"), (mixer, "selective_scan_backward", "scan"),
+               (mixer, "linear_forward", "projections"), (mixer, "linear_backward", "projections"),
+               (model, "linear_forward", "projections"), (model, "linear_backward", "projections"),
+               (train, "clip_grad_norm", "optimizer"), (optim.AdamW, "step", "optimizer")]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    try:
+        for obj, name, part in patches:
+            setattr(obj, name, split.wrap(part, getattr(obj, name)))
+        yield split
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+
+
+def build(name):
+    """icl-train's config, task, parameters and optimizer for configuration ``name``."""
+    from mamba_from_scratch.icl import train
     from mamba_from_scratch.optim import AdamW
-    cfg = MambaConfig(d_model=64, n_layer=1, d_state=16, d_conv=4, expand=2, d_in=1, d_out=1)
-    rng = np.random.default_rng(seed)
-    params = init_params(cfg, rng, np.float32)
-    opt = AdamW(params, lr=1e-3)
-    x = rng.standard_normal((B, L, cfg.d_in)).astype(np.float32)
-    target = rng.standard_normal((B, L, cfg.d_out)).astype(np.float32)
-    return cfg, params, opt, x, target
+    c = CONFIGS[name]
+    tc = train.TrainConfig(model="mamba", d=c["d"], N=c["N"], batch=c["batch"], d_model=c["d_model"],
+                           n_layer=c["n_layer"], d_state=c["d_state"], steps=1000, warmup=10)
+    cfg, params = train.build_model(tc)
+    opt = AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    return tc, cfg, params, opt, train.make_task(tc)
+
+
+def make_step(tc, cfg, params, opt, task):
+    """One icl-train step (the loop body of train.train without logging and checkpoints)."""
+    from mamba_from_scratch.icl import train
+    from mamba_from_scratch.optim import cosine_lr
+    state = {"step": 0}
+
+    def step():
+        x, y = train.sample_batch(tc, task, state["step"])
+        _, grads, _ = train.loss_and_grads(params, cfg, x, y, tc.encoding, tc.backend)
+        train.clip_grad_norm(grads, tc.max_grad_norm)
+        opt.step(params, grads, lr=cosine_lr(state["step"], tc.steps, tc.lr, tc.warmup, tc.lr * tc.lr_min_frac))
+        state["step"] += 1
+        return x.shape[0] * x.shape[1]                          # tokens (paired encoding: L = N + 1)
+    return step
+
+
+def measure(name, threads, repeats):
+    """Median step time, tokens/s and the time split of ``repeats`` steps on ``threads`` threads."""
+    import numba
+    numba.set_num_threads(threads)
+    tc, cfg, params, opt, task = build(name)
+    step = make_step(tc, cfg, params, opt, task)
+    step()                                                       # compile, allocate
+    split = Split()
+    steps, parts = [], []
+    with instrumented(split):
+        for _ in range(repeats):
+            before = dict(split.t)
+            t0 = time.perf_counter()
+            tokens = step()
+            steps.append(time.perf_counter() - t0)
+            parts.append({k: split.t[k] - before[k] for k in PARTS})
+    med = float(np.median(steps))
+    split_med = {k: float(np.median([p[k] for p in parts])) for k in PARTS}
+    split_med["elementwise"] = float(np.median([s - sum(p.values()) for s, p in zip(steps, parts)]))
+    n_params = int(sum(v.size for v in params.values()))
+    return {"config": name, "threads": threads, "params": n_params, "tokens_per_step": tokens,
+            "step": {"median": med, "min": float(min(steps)), "max": float(max(steps))},
+            "tokens_per_s": tokens / med, "split": split_med, "step_over_scan": med / split_med["scan"],
+            "loadavg": common.loadavg()}
 
 
 def run(args):
-    """Time the step, its parts and the scan alone; returns the results dict."""
+    """Both configurations on 1 and 2 threads (or ``--threads``); returns the results dict."""
     import numba
-
-    from mamba_from_scratch.model import model_backward, model_forward
-    from mamba_from_scratch.scan import selective_scan_backward, selective_scan_forward
-    if args.threads:
-        numba.set_num_threads(args.threads)
-    res = {"machine": common.machine(), "blas_threads": common.blas_threads(),
-           "threads": numba.get_num_threads(), "numba": numba.__version__, "loadavg_start": common.loadavg(), "repeats": args.repeats}
-    cfg, params, opt, x, target = build()
-
-    def forward():
-        return model_forward(params, cfg, x, backend="numba")
-
-    def loss_grad(out):
-        diff = out - target                                   # (b, l, d_out)
-        return float(np.mean(diff * diff)), (2.0 / diff.size) * diff
-
-    def step():
-        out, cache = forward()
-        _, dout = loss_grad(out)
-        grads, _ = model_backward(dout, cache)
-        opt.step(params, grads)
-
-    out, cache = forward()
-    _, dout = loss_grad(out)
-    grads, _ = model_backward(dout, cache)
-    repeats = args.repeats
-    res["step"] = common.time_calls(step, repeats)
-    res["forward"] = common.time_calls(forward, repeats)
-    res["backward"] = common.time_calls(lambda: model_backward(dout, cache), repeats)
-    res["adamw"] = common.time_calls(lambda: opt.step(params, grads), repeats)
-
-    scan_shape = (B, L, cfg.d_inner, cfg.d_state)
-    inputs, dy = make_inputs(*scan_shape)
-
-    def scan():
-        _, _, c = selective_scan_forward(*inputs, backend="numba")
-        selective_scan_backward(dy, c)
-
-    res["scan_shape"] = scan_shape
-    res["scan"] = common.time_calls(scan, repeats)
-    res["ratio"] = res["step"]["median"] / res["scan"]["median"]
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(max(3, repeats)):
-        step()
-    profiler.disable()
-    stream = io.StringIO()
-    stats = pstats.Stats(profiler, stream=stream)
-    stats.sort_stats("tottime")
-    top = []
-    for func, (cc, nc, tt, ct, callers) in sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:10]:
-        filename, line, name = func
-        where = filename.split("mamba_from_scratch/")[-1] if "mamba_from_scratch" in filename else filename
-        top.append({"function": f"{where}:{line}({name})", "calls": nc, "tottime_s": tt / max(3, repeats),
-                    "cumtime_s": ct / max(3, repeats)})
-    res["profile_top"] = top
+    threads = [args.threads] if args.threads else sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
+    res = {"machine": common.machine(), "blas_threads": common.blas_threads(), "numba": numba.__version__,
+           "loadavg_start": common.loadavg(), "repeats": args.repeats, "rows": []}
+    for name in CONFIGS:
+        for th in threads:
+            common.progress(f"train-step {name}, {th} thread(s)...")
+            res["rows"].append(measure(name, th, args.repeats))
     res["loadavg_end"] = common.loadavg()
     return res
 
 
 def render(res, argv):
     m = res["machine"]
-    ms = lambda t: common.fmt_ms(t["median"])
-    ok = "✓" if res["ratio"] <= TARGET_RATIO else "✗"
+    ms = common.fmt_ms
     lines = [
         "## Training step (`bench train-step`)",
         "",
         f"Command: `{common.command_line(argv)}`  ",
-        f"Machine: {m['cpu']}, {m['nproc']} cores; numba threads: {res['threads']}, BLAS threads: {res['blas_threads']}  ",
+        f"Machine: {m['cpu']}, {m['nproc']} cores; Numba {res['numba']}, BLAS threads: {res['blas_threads']}  ",
         f"Load average (1/5/15 min): start {res['loadavg_start']}, end {res['loadavg_end']}",
         "",
-        "One-layer Mamba (d_model 64, expand 2, d_state 16, d_conv 4, d_in = d_out = 1), batch "
-        f"({B}, {L}), float32, numba scan: forward, MSE loss backward, AdamW. "
-        f"Medians of {res['repeats']} runs after a warm-up.",
+        "icl-train's step (sample, encode, forward, MSE, backward, clip, AdamW; float32, numba scan), "
+        f"medians of {res['repeats']} steps after a warm-up. icl-full = the `icl-train --full` model "
+        "(d_model 32, 2 layers, batch 64 × L 33); 133k = d_model 64, 4 layers, batch 64 × L 128. "
+        "The split is timed inside the step: scan = selective-scan forward + backward, projections = every "
+        "linear layer forward + backward, optimizer = clipping + AdamW, elementwise = the rest "
+        "(conv + SiLU, softplus, gate, RMSNorm, residuals, loss, batch sampling).",
         "",
-        "| what | median ms | min ms | max ms |",
-        "|---|---:|---:|---:|",
+        "| config | params | threads | step ms (min, max) | tokens/s | scan ms | projections ms | "
+        "elementwise ms | optimizer ms | step / scan | load (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for key, label in (("step", "full training step"), ("forward", "model forward"),
-                       ("backward", "model backward"), ("adamw", "AdamW update"),
-                       ("scan", f"scan forward+backward alone at {tuple(res['scan_shape'])}")):
-        t = res[key]
-        lines.append(f"| {label} | {ms(t)} | {common.fmt_ms(t['min'])} | {common.fmt_ms(t['max'])} |")
-    lines += [
-        "",
-        f"Step / scan = **{res['ratio']:.2f}×** (target ≤ {TARGET_RATIO}× {ok}).",
-        "",
-        "Where a step spends its time (cProfile, own time per step, top 10):",
-        "",
-        "| function | calls / step | own ms / step | cumulative ms / step |",
-        "|---|---:|---:|---:|",
-    ]
-    n_steps = max(3, res["repeats"])
-    for p in res["profile_top"]:
-        lines.append(f"| `{p['function']}` | {p['calls'] / n_steps:.0f} | {p['tottime_s'] * 1e3:.3f} | "
-                     f"{p['cumtime_s'] * 1e3:.3f} |")
+    for r in res["rows"]:
+        s, sp = r["step"], r["split"]
+        lines.append(f"| {r['config']} | {r['params']:,} | {r['threads']} | {ms(s['median'])} "
+                     f"({ms(s['min'])}, {ms(s['max'])}) | {r['tokens_per_s']:,.0f} | {ms(sp['scan'])} | "
+                     f"{ms(sp['projections'])} | {ms(sp['elementwise'])} | {ms(sp['optimizer'])} | "
+                     f"{r['step_over_scan']:.2f} | {r['loadavg'][0] if r['loadavg'] else '?'} |")
     return "\n".join(lines)
-
