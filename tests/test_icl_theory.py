@@ -71,3 +71,60 @@ def test_needed_N_interpolates_log_log():
     assert needed_N([16, 64], [0.8, 0.2], 0.4) == pytest.approx(32.0)
     assert needed_N([16, 64], [0.8, 0.6], 0.5) is None
     assert needed_N([16, 64], [0.3, 0.2], 0.5) == 16.0
+
+
+def test_needed_N_counts_only_crossings_resolved_by_3_se():
+    # below by 0.3 with s.e. 0.05 (6 s.e.), the point before above by 0.3: resolved
+    assert needed_N([16, 64], [0.8, 0.2], 0.5, [0.05, 0.05]) == pytest.approx(25.6)  # 16 * 4^log4(1.6)
+    # the point below is only 2 s.e. below the threshold: noise, not a crossing
+    assert needed_N([16, 64], [0.8, 0.4], 0.5, [0.05, 0.05]) is None
+    # the point before sits within 3 s.e. above the threshold: the crossing is not located
+    assert needed_N([16, 64], [0.6, 0.1], 0.5, [0.05, 0.01]) is None
+
+
+def test_relative_to_zero_ratio_and_its_se_bound():
+    """The ratio is mean(e) / mean(z) on the row's prompts, recovered from the CSV columns,
+    and its reported s.e. bounds the delta-method s.e. sd(e - R z) / (sqrt(n) mean(z))."""
+    import numpy as np
+    from mamba_from_scratch.icl.metrics import paired_difference
+    from mamba_from_scratch.icl.theory import relative_to_zero
+
+    rng = np.random.default_rng(0)
+    z = rng.lognormal(0.0, 1.0, size=64)                           # heavy-tailed zero errors
+    for e in (0.05 * z + 0.01 * rng.random(64), 0.9 * z, z + 0.1 * rng.standard_normal(64)):
+        dz, dzse = paired_difference(e, z)
+        row = dict(error=e.mean(), stderr=e.std(ddof=1) / 8, diff_vs_zero=dz, diff_vs_zero_se=dzse)
+        R, se = relative_to_zero(row)
+        assert R == pytest.approx(e.mean() / z.mean())
+        delta = (e - R * z).std(ddof=1) / 8 / z.mean()
+        assert delta <= se + 1e-12
+
+
+def test_replot_redraws_from_csvs_without_running(quick_run, tmp_path):
+    import shutil
+    from mamba_from_scratch.icl.theory import COLUMNS, write_csv
+
+    out, _ = quick_run
+    shutil.copy(os.path.join(out, "metrics.csv"), tmp_path / "metrics.csv")
+    # a synthetic r sweep: KRR on the intrinsic coordinates crosses 0.5 of the zero
+    # predictor's error between N = 32 and 64 at r = 2, between 64 and 128 at r = 4
+    rows = []
+    for r, cross in ((2, 32), (4, 64)):
+        for N in (16, 32, 64, 128):
+            for method, e in (("zero", 1.0), ("krr_intrinsic", 0.9 if N <= cross else 0.1),
+                              ("krr_full", 1.0), ("one_layer", 1.0)):
+                rows.append(dict(method=method, gate="normalized" if method == "one_layer" else "",
+                                 link="He3", d=32, r=r, N=N, error=e, stderr=0.01, n_prompts=8, seed=0,
+                                 diff_vs_zero=e - 1.0, diff_vs_zero_se=0.01, note=""))
+    write_csv(str(tmp_path / "sweep_r_metrics.csv"), rows, COLUMNS)
+    assert main(["--replot", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "error_vs_N.png").stat().st_size > 0
+    assert not (tmp_path / "config.json").exists()                 # nothing of a run is written
+    md = (tmp_path / "sweep_r.md").read_text()
+    assert "KRR on intrinsic coords 1.00" in md                     # N needed doubles with r: slope 1
+    need = {(r["method"], r["r"]): r["N_needed"] for r in csv.DictReader(open(tmp_path / "sweep_r.csv"))}
+    import math
+    assert float(need[("krr_intrinsic", "2")]) == pytest.approx(32 * 2 ** (math.log(1.8) / math.log(9)), rel=1e-4)
+    assert need[("krr_full", "2")] == ""
+    with pytest.raises(ValueError, match="replot"):
+        main(["--replot", "--out", str(tmp_path / "empty")])
