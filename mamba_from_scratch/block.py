@@ -14,14 +14,15 @@ def _mixer_params(p):
     return {k[6:]: v for k, v in p.items() if k.startswith("mixer.")}
 
 
-def block_forward(x, p, backend="numba"):
+def block_forward(x, p, backend="numba", check=True):
     """Args:
         x: (b, l, d_model).  p: the block's parameters.
+        check: passed to :func:`mixer_forward` (False once the model has checked its inputs).
     Returns:
         out: (b, l, d_model), cache.
     """
     xn, norm_cache = rmsnorm_forward(x, p["norm.weight"])
-    m, mixer_cache = mixer_forward(xn, _mixer_params(p), backend)
+    m, mixer_cache = mixer_forward(xn, _mixer_params(p), backend, check=check)
     return x + m, (norm_cache, mixer_cache)
 
 

@@ -40,7 +40,8 @@ import numpy as np
 from .checkpoint import register_config
 from .layers import (linear_backward, linear_forward, rmsnorm_backward, rmsnorm_forward, silu_backward,
                      silu_forward)
-from .validate import check_float_array, check_positive_int
+from .model import check_params
+from .validate import check_float_array, check_float_dtype, check_positive_int
 
 EPS = 1e-6  # keeps the normaliser phi(q).z away from 0; phi > 0 so it is positive anyway
 
@@ -120,6 +121,7 @@ def init_params(cfg: LinearTFConfig, rng: np.random.Generator, dtype=np.float32)
     """
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    dtype = check_float_dtype("dtype", dtype)
 
     def uniform(shape, fan_in):
         return rng.uniform(-fan_in ** -0.5, fan_in ** -0.5, size=shape)
@@ -327,7 +329,9 @@ def model_forward(params, cfg, x):
     Returns:
         out: (b, l, d_out), cache for :func:`model_backward`.
     """
-    dtype = params["read_in.weight"].dtype
+    if not isinstance(cfg, LinearTFConfig):
+        raise ValueError(f"cfg must be a LinearTFConfig, got {type(cfg).__name__}")
+    dtype = check_params(params, cfg)              # keys, shapes, one float dtype, finite
     check_float_array("x", x, ndim=3, dtype=dtype)
     if x.shape[2] != cfg.d_in or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x must have shape (b >= 1, l >= 1, d_in={cfg.d_in}), got {x.shape}")
@@ -349,7 +353,11 @@ def model_backward(dout, cache):
     Returns:
         grads: dict keyed like the parameters, dx: (b, l, d_in).
     """
+    if not (isinstance(cache, tuple) and len(cache) == 5 and isinstance(cache[0], LinearTFConfig)):
+        raise ValueError("cache must be the cache returned by model_forward")
     cfg, read_in_cache, block_caches, norm_cache, read_out_cache = cache
+    _, x_shape, read_out_weight, _ = read_out_cache
+    check_float_array("dout", dout, shape=(*x_shape[:-1], cfg.d_out), dtype=read_out_weight.dtype)
     grads = {}
     dhn, grads["read_out.weight"], grads["read_out.bias"] = linear_backward(dout, read_out_cache)
     dh, grads["norm_f.weight"] = rmsnorm_backward(dhn, norm_cache)

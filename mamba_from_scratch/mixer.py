@@ -32,11 +32,13 @@ from .mixer_kernels import conv_silu_forward, gate_backward, gate_forward, silu_
 from .scan import resolve_backend, selective_scan_backward, selective_scan_forward
 
 
-def mixer_forward(x, p, backend="numba", conv_state=None, h0=None):
+def mixer_forward(x, p, backend="numba", conv_state=None, h0=None, check=True):
     """Args:
         x: (b, l, d_model).  p: the mixer's parameters (dict).
         backend: selective-scan backend.
         conv_state: (b, k-1, d_inner) inputs preceding x, or None.  h0: (b, d_inner, n) or None.
+        check: let the scan validate its inputs. :func:`model.model_forward` passes False
+            after checking the parameters and x itself (see selective_scan_forward).
     Returns:
         out: (b, l, d_model), cache. ``cache["h_last"]`` and ``cache["conv_state"]`` continue
         the sequence.
@@ -58,7 +60,8 @@ def mixer_forward(x, p, backend="numba", conv_state=None, h0=None):
     dtp, c["dt_proj"] = linear_forward(dt, p["dt_proj.weight"], p["dt_proj.bias"])      # (b, l, d_inner)
     delta, c["softplus"] = softplus_forward(dtp)                                       # (b, l, d_inner)
     A = -np.exp(p["A_log"])                                                            # (d_inner, n)
-    y, h_last, c["scan"] = selective_scan_forward(xs, delta, A, B, C, p["D"], h0, backend=backend)
+    y, h_last, c["scan"] = selective_scan_forward(xs, delta, A, B, C, p["D"], h0, backend=backend,
+                                                check=check)
     if fused:
         yg, c["gate"] = gate_forward(y, xz)                                            # y * silu(z)
     else:

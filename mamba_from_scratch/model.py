@@ -18,7 +18,8 @@ import numpy as np
 
 from .block import block_backward, block_forward, block_step
 from .layers import linear_backward, linear_forward, rmsnorm_backward, rmsnorm_forward, softplus_inverse
-from .validate import check_float_array, check_positive_float, check_positive_int
+from .scan import resolve_backend
+from .validate import check_array_dict, check_float_array, check_float_dtype, check_positive_float, check_positive_int
 
 
 @dataclass(kw_only=True)
@@ -45,6 +46,10 @@ class MambaConfig:
             check_positive_float(name, getattr(self, name))
         if not self.dt_min <= self.dt_max:
             raise ValueError(f"dt_min must be <= dt_max, got {self.dt_min} > {self.dt_max}")
+        if not self.dt_init_floor <= self.dt_max:
+            # the floor is applied after sampling in [dt_min, dt_max]: above dt_max it would
+            # replace every channel's step by the floor
+            raise ValueError(f"dt_init_floor must be <= dt_max ({self.dt_max}), got {self.dt_init_floor}")
 
     @property
     def d_inner(self) -> int:
@@ -87,8 +92,11 @@ def init_params(cfg: MambaConfig, rng: np.random.Generator, dtype=np.float32):
       softplus(bias) -- the initial step size -- lies in [dt_min, dt_max].
     - A_log[d, :] = log(1..n) (S4D-real: A = -(1..n)); D = 1; norm weights 1.
     """
+    if not isinstance(cfg, MambaConfig):
+        raise ValueError(f"cfg must be a MambaConfig, got {type(cfg).__name__}")
     if not isinstance(rng, np.random.Generator):
         raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    dtype = check_float_dtype("dtype", dtype)
 
     def uniform(shape, bound):
         return rng.uniform(-bound, bound, size=shape)
@@ -125,14 +133,14 @@ def layer_params(params, i):
 
 
 def check_params(params, cfg):
-    """Raise ValueError unless ``params`` has exactly the keys and shapes of ``cfg``."""
-    want = cfg.param_shapes()
-    missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
-    if missing or extra:
-        raise ValueError(f"params keys do not match the config: missing {missing[:5]}, unexpected {extra[:5]}")
-    dtype = params["read_in.weight"].dtype
-    for name, shape in want.items():
-        check_float_array(f"params[{name!r}]", params[name], shape=shape, dtype=dtype)
+    """Raise ValueError unless ``params`` has exactly the keys and shapes of ``cfg``, one
+    float dtype, and no NaN or Inf. One pass over the parameters; returns their dtype.
+
+    Works for any config with ``param_shapes()`` (the linear-attention Transformer's too).
+    """
+    if not hasattr(cfg, "param_shapes"):
+        raise ValueError(f"cfg must be a model config such as MambaConfig, got {type(cfg).__name__}")
+    return check_array_dict("params", params, cfg.param_shapes())
 
 
 def model_forward(params, cfg, x, backend="numba"):
@@ -142,15 +150,22 @@ def model_forward(params, cfg, x, backend="numba"):
         backend: selective-scan backend ("numpy", "numba", "cuda", "auto").
     Returns:
         out: (b, l, d_out), cache for :func:`model_backward`.
+
+    The parameters and x are checked here (keys, shapes, dtype, finite), so the layers
+    below trust them: an activation that overflows gives a non-finite output (which a
+    training loop reports as divergence), not an error about an internal tensor.
     """
-    dtype = params["read_in.weight"].dtype
+    if not isinstance(cfg, MambaConfig):
+        raise ValueError(f"cfg must be a MambaConfig, got {type(cfg).__name__}")
+    dtype = check_params(params, cfg)
     check_float_array("x", x, ndim=3, dtype=dtype)
     if x.shape[2] != cfg.d_in or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x must have shape (b >= 1, l >= 1, d_in={cfg.d_in}), got {x.shape}")
+    resolve_backend(backend)
     h, read_in_cache = linear_forward(x, params["read_in.weight"], params["read_in.bias"])  # (b, l, d_model)
     block_caches = []
     for i in range(cfg.n_layer):
-        h, c = block_forward(h, layer_params(params, i), backend)
+        h, c = block_forward(h, layer_params(params, i), backend, check=False)
         block_caches.append(c)
     hn, norm_cache = rmsnorm_forward(h, params["norm_f.weight"])
     out, read_out_cache = linear_forward(hn, params["read_out.weight"], params["read_out.bias"])  # (b, l, d_out)
@@ -165,7 +180,11 @@ def model_backward(dout, cache):
     Returns:
         grads: dict keyed like the parameters, dx: (b, l, d_in).
     """
+    if not (isinstance(cache, tuple) and len(cache) == 5 and isinstance(cache[0], MambaConfig)):
+        raise ValueError("cache must be the cache returned by model_forward")
     cfg, read_in_cache, block_caches, norm_cache, read_out_cache = cache
+    _, x_shape, read_out_weight, _ = read_out_cache
+    check_float_array("dout", dout, shape=(*x_shape[:-1], cfg.d_out), dtype=read_out_weight.dtype)
     grads = {}
     dhn, grads["read_out.weight"], grads["read_out.bias"] = linear_backward(dout, read_out_cache)
     dh, grads["norm_f.weight"] = rmsnorm_backward(dhn, norm_cache)
@@ -178,6 +197,8 @@ def model_backward(dout, cache):
 
 def init_state(cfg, b, dtype=np.float32):
     """The recurrent state for :func:`model_step`: per layer, the last k-1 conv inputs and h."""
+    check_positive_int("b", b)
+    dtype = check_float_dtype("dtype", dtype)
     return [{"conv": np.zeros((b, cfg.d_conv - 1, cfg.d_inner), dtype),
              "h": np.zeros((b, cfg.d_inner, cfg.d_state), dtype)} for _ in range(cfg.n_layer)]
 
@@ -190,7 +211,11 @@ def model_step(params, cfg, x_t, state):
     Returns:
         out_t: (b, d_out), the new state (the old one is left unchanged).
     """
-    check_float_array("x_t", x_t, shape=(None, cfg.d_in), dtype=params["read_in.weight"].dtype)
+    if not isinstance(cfg, MambaConfig):
+        raise ValueError(f"cfg must be a MambaConfig, got {type(cfg).__name__}")
+    dtype = check_params(params, cfg)
+    check_float_array("x_t", x_t, shape=(None, cfg.d_in), dtype=dtype)
+    check_state(state, cfg, x_t.shape[0], dtype)
     h = x_t @ params["read_in.weight"].T + params["read_in.bias"]                       # (b, d_model)
     new_state = []
     for i in range(cfg.n_layer):
@@ -198,3 +223,19 @@ def model_step(params, cfg, x_t, state):
         new_state.append(s)
     hn, _ = rmsnorm_forward(h, params["norm_f.weight"])
     return hn @ params["read_out.weight"].T + params["read_out.bias"], new_state
+
+
+def check_state(state, cfg, b, dtype):
+    """Raise ValueError unless ``state`` is a recurrent state for ``b`` sequences (init_state's
+    layout: one {"conv": (b, k-1, d_inner), "h": (b, d_inner, n)} per layer), finite."""
+    if not isinstance(state, (list, tuple)) or len(state) != cfg.n_layer:
+        got = (f"a {type(state).__name__} of length {len(state)}" if isinstance(state, (list, tuple))
+               else type(state).__name__)
+        raise ValueError(f"state must be a list of {cfg.n_layer} per-layer dicts (from init_state), got {got}")
+    shapes = {"conv": (b, cfg.d_conv - 1, cfg.d_inner), "h": (b, cfg.d_inner, cfg.d_state)}
+    for i, s in enumerate(state):
+        if not isinstance(s, dict) or set(s) != set(shapes):
+            raise ValueError(f"state[{i}] must be a dict with keys 'conv' and 'h', got "
+                             f"{sorted(s) if isinstance(s, dict) else type(s).__name__}")
+        for key, shape in shapes.items():
+            check_float_array(f"state[{i}][{key!r}]", s[key], shape=shape, dtype=dtype)

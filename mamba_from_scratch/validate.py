@@ -6,6 +6,9 @@ so call sites stay one line long.
 """
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 
 FLOAT_DTYPES = (np.float32, np.float64)
@@ -63,3 +66,86 @@ def check_choice(name, value, options):
     if value not in options:
         raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}; got {value!r}")
     return value
+
+
+def check_float_dtype(name, dtype):
+    """Check that ``dtype`` is float32 or float64 and return it as a numpy dtype."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise ValueError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dt.type not in FLOAT_DTYPES:
+        raise ValueError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def check_number(name, value, low=None, high=None, low_open=False, high_open=False):
+    """Check that ``value`` is a finite real number in the interval from ``low`` to ``high``.
+
+    ``low_open``/``high_open`` exclude the end points; ``None`` leaves a side unbounded.
+    """
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and bool(np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        left = "-inf" if low is None else f"{low:g}"
+        right = "inf" if high is None else f"{high:g}"
+        interval = ("(" if low_open or low is None else "[") + f"{left}, {right}" + (
+            ")" if high_open or high is None else "]")
+        raise ValueError(f"{name} must be a finite number in {interval}, got {value!r}")
+    return float(value)
+
+
+def check_array_dict(name, arrays, shapes, finite=True):
+    """Check a flat dict of parameters (or gradients) against the expected names and shapes.
+
+    Every entry must be a float32/float64 ndarray of its shape, all of one dtype, and (with
+    ``finite``) free of NaN and Inf. The cost is one pass over the parameters, never over
+    activations.
+
+    Args:
+        name: what the dict is called in messages ("params", "grads").
+        arrays: the dict to check.
+        shapes: {key: shape} that it must match exactly (no missing, no extra keys).
+        finite: reject NaN and Inf.
+    Returns:
+        the common dtype.
+    """
+    if not isinstance(arrays, dict):
+        raise ValueError(f"{name} must be a dict of arrays keyed by parameter name, got {type(arrays).__name__}")
+    missing, extra = sorted(set(shapes) - set(arrays)), sorted(set(arrays) - set(shapes))
+    if missing or extra:
+        raise ValueError(f"{name} keys do not match the config: missing {missing[:5]}, unexpected {extra[:5]}")
+    dtype = None
+    for key, shape in shapes.items():
+        check_float_array(f"{name}[{key!r}]", arrays[key], shape=shape, dtype=dtype, finite=finite)
+        dtype = arrays[key].dtype
+    return dtype
+
+
+def nonfinite_keys(arrays):
+    """The keys of a dict of arrays whose values contain NaN or Inf (for divergence reports)."""
+    return [k for k, a in arrays.items() if not np.all(np.isfinite(a))]
+
+
+def check_output_dir(name, path):
+    """Check, before any compute, that ``path`` is (or can be made) a writable folder.
+
+    Creates the folder and writes then removes a probe file in it, so a read-only folder,
+    a path that is a file, or a parent that cannot be created fails now and not after the
+    training it was meant to save.
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{name} {path!r} is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".tmp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"{name} {path!r} is not a writable folder ({e.strerror or e})") from None
+    return path

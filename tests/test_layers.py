@@ -51,6 +51,50 @@ def test_rmsnorm_matches_definition():
     assert np.allclose(rmsnorm_forward(x, w)[0], want, rtol=1e-14)
 
 
+@pytest.mark.parametrize("scale", [1e19, 1e20, 1e30, 3e38])
+def test_rmsnorm_float32_does_not_overflow_for_huge_inputs(scale):
+    """x * x overflows float32 above ~1.8e19; the output must still be x / rms(x) * w, not 0."""
+    rng = np.random.default_rng(7)
+    x64 = rng.uniform(-1, 1, size=(3, 2, 8)) * scale / 1.0001       # stays below float32's max
+    x64[0, 0] = rng.normal(size=8)                                 # an ordinary row beside them
+    w64 = rng.normal(size=8)
+    x, w = x64.astype(np.float32), w64.astype(np.float32)
+    out, cache = rmsnorm_forward(x, w)
+    x64 = x.astype(np.float64)                                     # the same numbers, no overflow
+    want = x64 / np.sqrt((x64 ** 2).mean(-1, keepdims=True) + 1e-5) * w64
+    assert out.dtype == np.float32 and np.all(np.isfinite(out))
+    assert np.max(np.abs(out - want)) < 1e-5 * np.max(np.abs(want))
+    dout = rng.normal(size=out.shape).astype(np.float32)
+    dx, dw = rmsnorm_backward(dout, cache)
+    dx_ref, dw_ref = rmsnorm_backward(dout.astype(np.float64), rmsnorm_forward(x64, w64)[1])
+    assert rel_error(dx, dx_ref) < 1e-5 and rel_error(dw, dw_ref) < 1e-5
+
+
+def test_rmsnorm_huge_inputs_finite_differences():
+    """float64 rows where x * x overflows take the scaled path: its backward against central
+    differences with a step relative to |x| (a fixed 1e-6 would vanish next to 1e160)."""
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, 3, 5)) * 1e160
+    w = rng.normal(size=5)
+    with np.errstate(over="ignore"):
+        assert not np.all(np.isfinite(np.mean(x * x, -1)))         # the ordinary path would overflow
+    out, cache = rmsnorm_forward(x, w)
+    dout = rng.normal(size=out.shape)
+    dx, dw = rmsnorm_backward(dout, cache)
+    loss = lambda: float(np.sum(rmsnorm_forward(x, w)[0] * dout))
+    num_dx = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        old, step = x[idx], 1e-6 * abs(x[idx])
+        x[idx] = old + step
+        plus = loss()
+        x[idx] = old - step
+        minus = loss()
+        x[idx] = old
+        num_dx[idx] = (plus - minus) / (2 * step)
+    assert rel_error(dx, num_dx) < 1e-6
+    assert rel_error(dw, numerical_grad(loss, w)) < 1e-6
+
+
 def test_silu_and_softplus():
     rng = np.random.default_rng(4)
     check_layer(silu_forward, silu_backward, [rng.normal(size=(2, 5, 3)) * 3])
@@ -100,4 +144,4 @@ def test_softplus_is_accurate_over_the_whole_range(dtype, ulps):
     assert got.dtype == dtype
     want = np.logaddexp(0, x.astype(np.float64))
     assert np.max(np.abs(got - want) / want) < ulps * np.finfo(dtype).eps
-    assert np.all(got > 0), "softplus feeds delta, which must stay > 0"
+    assert np.all(got > 0), "softplus(x) > 0 for every x in this range (underflow to 0 starts below -104)"

@@ -29,10 +29,11 @@ SIM_CASES = [
 ]
 
 
-def check_against_reference(dtype_name, cases, chunk=None, max_tpb=None, seed=0):
+def check_against_reference(dtype_name, cases, chunk=None, max_tpb=None, seed=0, zero_delta=False):
     """Compare cuda with numpy on each case; raise AssertionError on a mismatch.
 
-    Runs in whatever mode numba.cuda is in (simulator or real GPU).
+    Runs in whatever mode numba.cuda is in (simulator or real GPU). ``zero_delta`` sets about
+    a third of the steps to delta = 0 (a valid step: deltaA = 1, deltaB_u = 0).
     """
     from mamba_from_scratch.scan import gpu
     if chunk is not None:
@@ -43,6 +44,9 @@ def check_against_reference(dtype_name, cases, chunk=None, max_tpb=None, seed=0)
     rng = np.random.default_rng(seed)
     for b, l, d_inner, n, with_D, with_h0, with_dh_last in cases:
         inputs = make_inputs(rng, b, l, d_inner, n, dtype, with_D, with_h0)
+        if zero_delta:
+            delta = inputs[1]
+            inputs = (inputs[0], np.where(rng.random(delta.shape) < 0.35, 0, delta).astype(dtype), *inputs[2:])
         dy = rng.standard_normal((b, l, d_inner)).astype(dtype)
         dh_last = rng.standard_normal((b, d_inner, n)).astype(dtype) if with_dh_last else None
         results = []
@@ -78,6 +82,15 @@ def test_cuda_backend_in_simulator(dtype_name):
         f"check_against_reference({dtype_name!r}, SIM_CASES, chunk=4, max_tpb=32)\n")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("ok ") == len(SIM_CASES)
+
+
+def test_cuda_backend_accepts_delta_zero_in_simulator():
+    """delta = 0 steps in the CUDA kernels: same outputs and gradients as the reference."""
+    result = run_in_simulator(
+        "check_against_reference('float64', SIM_CASES[:2], chunk=4, max_tpb=32, seed=5, zero_delta=True)\n"
+        "check_against_reference('float32', SIM_CASES[:1], chunk=4, max_tpb=32, seed=6, zero_delta=True)\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok ") == 3
 
 
 def test_cuda_module_is_not_imported_by_cpu_backends():

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validate import check_float_array
+
 
 def sigmoid(x):
     """1 / (1 + e^{-x}). For x < -88 (float32) e^{-x} overflows to inf and the result is
@@ -18,6 +20,7 @@ def sigmoid(x):
 
 def silu_forward(x):
     """SiLU (swish): ``x * sigmoid(x)``.  x: any shape -> out: same shape."""
+    check_float_array("x", x, finite=False)
     s = sigmoid(x)
     return x * s, (x, s)
 
@@ -25,6 +28,7 @@ def silu_forward(x):
 def silu_backward(dout, cache):
     """d/dx [x s(x)] = s + x s (1 - s)."""
     x, s = cache
+    check_float_array("dout", dout, shape=x.shape, dtype=x.dtype, finite=False)
     return dout * (s * (1.0 + x * (1.0 - s)))
 
 
@@ -40,6 +44,7 @@ def softplus_forward(x):
     Both case splits are written as arithmetic blends with a 0/1 mask: ``np.where`` on a
     random mask costs ~4 ns per element here, 20x a multiply.
     """
+    check_float_array("x", x, finite=False)
     e = np.exp(-np.abs(x))
     u = 1 + e
     d = u - 1
@@ -51,6 +56,7 @@ def softplus_forward(x):
 
 def softplus_backward(dout, cache):
     """d softplus(x)/dx = sigmoid(x), kept by the forward."""
+    check_float_array("dout", dout, shape=cache.shape, dtype=cache.dtype, finite=False)
     return dout * cache
 
 

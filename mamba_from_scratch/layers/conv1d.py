@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validate import check_float_array
+
 
 def conv1d_forward(x, weight, bias, conv_state=None):
     """Args:
@@ -21,8 +23,15 @@ def conv1d_forward(x, weight, bias, conv_state=None):
     Returns:
         out: (b, l, d), cache. ``cache[0]`` ends with the k-1 inputs to carry on with.
     """
+    check_float_array("x", x, ndim=3, finite=False)
     b, l, d = x.shape
+    check_float_array("weight", weight, ndim=3, dtype=x.dtype, finite=False)
     k = weight.shape[-1]
+    if weight.shape[:2] != (d, 1) or k == 0:
+        raise ValueError(f"weight must have shape (d={d}, 1, k>=1), got {weight.shape}")
+    check_float_array("bias", bias, shape=(d,), dtype=x.dtype, finite=False)
+    if conv_state is not None:
+        check_float_array("conv_state", conv_state, shape=(b, k - 1, d), dtype=x.dtype, finite=False)
     if conv_state is None:
         conv_state = np.zeros((b, k - 1, d), x.dtype)
     xpad = np.concatenate([conv_state, x], axis=1)    # (b, l + k - 1, d)
@@ -42,8 +51,9 @@ def conv1d_backward(dout, cache):
         dx: (b, l, d), dweight: (d, 1, k), dbias: (d,), dconv_state: (b, k-1, d).
     """
     xpad, w = cache
-    l = dout.shape[1]
     d, k = w.shape
+    b, l = xpad.shape[0], xpad.shape[1] - (k - 1)
+    check_float_array("dout", dout, shape=(b, l, d), dtype=xpad.dtype, finite=False)
     dxpad = np.zeros_like(xpad)                                          # (b, l + k - 1, d)
     dweight = np.empty((d, 1, k), dout.dtype)
     dout2 = dout.reshape(-1, d)

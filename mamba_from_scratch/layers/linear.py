@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validate import check_float_array
+
 
 def linear_forward(x, weight, bias=None):
     """Args:
@@ -14,6 +16,14 @@ def linear_forward(x, weight, bias=None):
     Returns:
         out: (..., out), cache.
     """
+    # Shapes and dtypes only (no pass over x): this runs on every activation of a step.
+    check_float_array("x", x, finite=False)
+    check_float_array("weight", weight, ndim=2, dtype=x.dtype, finite=False)
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must have shape (..., in={weight.shape[1]}) to match weight {weight.shape}, "
+                         f"got {x.shape}")
+    if bias is not None:
+        check_float_array("bias", bias, shape=(weight.shape[0],), dtype=x.dtype, finite=False)
     x2 = x.reshape(-1, x.shape[-1])                   # (m, in)
     out = x2 @ weight.T                               # (m, out)
     if bias is not None:
@@ -28,6 +38,7 @@ def linear_backward(dout, cache):
         dx: (..., in), dweight: (out, in), dbias: (out,) or None.
     """
     x2, x_shape, weight, has_bias = cache
+    check_float_array("dout", dout, shape=(*x_shape[:-1], weight.shape[0]), dtype=weight.dtype, finite=False)
     dout2 = dout.reshape(-1, weight.shape[0])         # (m, out)
     dx = (dout2 @ weight).reshape(x_shape)            # (..., in)
     dweight = dout2.T @ x2                            # (out, in)
