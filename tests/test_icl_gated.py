@@ -153,3 +153,46 @@ def test_context_statistics_of_several_gates_equal_each_alone():
     many = context_statistics(x, y, ["product", "normalized", "two_channel", "none"], 0.5, 0.1)
     for gate, h in many.items():
         assert np.allclose(h, context_statistic(x, y, gate, 0.5, 0.1))
+
+
+@pytest.mark.parametrize("sizes", [(8, 8, 8, 8, 8, 8, 2), (50,)])
+def test_stage1_streamed_equals_the_one_shot_stage1(sizes):
+    """Streaming Stage I over chunks (two passes: normalisation, then gradient) gives the
+    gamma of the one-shot Stage I on the concatenated prompts, for several gates at once."""
+    from mamba_from_scratch.icl.pretrain import stage1_streamed
+    from mamba_from_scratch.icl.task import Prompts
+
+    task = SingleIndexTask(d=5, r=2, link="he3", seed=0)
+    calls = []
+
+    def draw(i):
+        calls.append(i)
+        return task.sample(np.random.default_rng([3, i]), sizes[i], 16, 4)
+
+    parts = [draw(i) for i in range(len(sizes))]
+    whole = Prompts(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                      ("x_context", "y_context", "x_query", "y_query", "y_query_clean", "beta")))
+    cfgs = [PretrainConfig(gate="normalized", width=16, n_queries=4, stage1_N=16),
+            PretrainConfig(gate="none", width=16, n_queries=4, stage1_N=16),
+            PretrainConfig(gate="product", rho=2.0, b0=-3.0, width=16, n_queries=4, stage1_N=16, eta1=0.5)]
+    calls.clear()
+    streamed = stage1_streamed(task, cfgs, [np.random.default_rng([1, k]) for k in range(3)], draw, len(sizes))
+    assert calls == list(range(len(sizes))) * 2                     # two passes, chunk by chunk
+    for k, cfg in enumerate(cfgs):
+        gamma, v, info = stage1(task, cfg, np.random.default_rng([1, k]), prompts=whole)
+        gamma_s, v_s, info_s = streamed[k]
+        assert np.array_equal(v, v_s)
+        assert np.max(np.abs(gamma_s - gamma)) <= 1e-12 * np.max(np.abs(gamma))
+        assert info_s["stage1_loss"] == pytest.approx(info["stage1_loss"], rel=1e-12)
+        assert info_s["gamma_mass_on_subspace"] == pytest.approx(info["gamma_mass_on_subspace"], rel=1e-12)
+        assert info_s["stage1_prompts"] == sum(sizes)
+
+
+def test_product_gate_closed_form_statistic_equals_the_scan():
+    x, y, _ = _data(P=4, N=30)
+    for rho, b0 in ((0.25, 3.0), (8.0, -3.0)):
+        scan = context_statistics(x, y, ["product"], rho, b0, backend="numba")["product"]
+        closed = context_statistics(x, y, ["product"], rho, b0, product="closed")["product"]
+        assert np.allclose(scan, closed, rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="product"):
+        context_statistics(x, y, ["product"], product="fast")

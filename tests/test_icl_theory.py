@@ -128,3 +128,74 @@ def test_replot_redraws_from_csvs_without_running(quick_run, tmp_path):
     assert need[("krr_full", "2")] == ""
     with pytest.raises(ValueError, match="replot"):
         main(["--replot", "--out", str(tmp_path / "empty")])
+
+
+def _sweep_rows(path):
+    rows = list(csv.DictReader(open(path)))
+    for r in rows:
+        for k in ("error", "ratio_to_zero"):
+            r[k] = float(r[k])
+    return rows
+
+
+def test_product_gate_sweep_selects_on_validation_prompts_only(tmp_path):
+    """The sweep writes its CSV, markdown and figure; the (rho, b0) it scores on the test
+    prompts is the one of least *validation* error, and the test prompts are drawn apart."""
+    out = str(tmp_path)
+    assert main(["--quick", "--sweep-product-gate", "--links", "he2", "--N", "256", "--stage1-prompts", "64",
+                 "--stage2-prompts", "32", "--val-prompts", "8", "--n-prompts", "8", "--sweep-rhos", "0.25,4",
+                 "--sweep-b0s=-3,0", "--out", out, "--no-progress"]) == 0
+    for name in ("product_gate_sweep.csv", "product_gate_sweep.md", "product_gate_sweep.png",
+                 "config_sweep_product_gate.json"):
+        assert os.path.getsize(os.path.join(out, name)) > 0
+    rows = _sweep_rows(os.path.join(out, "product_gate_sweep.csv"))
+    val = [r for r in rows if r["split"] == "validation"]
+    test = {r["role"]: r for r in rows if r["split"] == "test"}
+    assert len(val) == 2 * 2 * 2 + 1 and set(test) == {"product_best", "normalized_default", "normalized_best",
+                                                         "none", "zero"}
+    for gate, role in (("product", "product_best"), ("normalized", "normalized_best")):
+        best = min((r for r in val if r["gate"] == gate), key=lambda r: r["error"])
+        assert best["selected"] == "1" and sum(r["selected"] == "1" for r in val if r["gate"] == gate) == 1
+        assert (test[role]["rho"], test[role]["b0"]) == (best["rho"], best["b0"])
+    assert (test["normalized_default"]["rho"], test["normalized_default"]["b0"]) == ("0.25", "0")
+    assert float(test["normalized_default"]["diff_vs_normalized"]) == 0.0
+    assert "selective scan" in test["product_best"]["note"]
+    dev = float(test["product_best"]["note"].rsplit("= ", 1)[1])
+    assert dev < 1e-10                                               # the scan and the closed form agree
+
+
+def test_sweep_validation_prompts_are_not_the_test_prompts():
+    import argparse
+
+    import numpy as np
+    from mamba_from_scratch.icl.task import SingleIndexTask
+    from mamba_from_scratch.icl.theory import _rng, select_on_validation, sweep_prompts
+
+    args = argparse.Namespace(seed=0, stage2_prompts=4, val_prompts=4, n_prompts=4, n_queries=2)
+    task = SingleIndexTask(6, 2, "he3")
+    s2, val, test = sweep_prompts(args, task, 1, 32)
+    assert not np.any(np.isclose(val.x_context[:, :4], test.x_context[:, :4]))
+    assert not np.any(np.isclose(val.x_context[:, :4], s2.x_context[:, :4]))
+    # the test prompts are the main run's (run_cell's tag 4)
+    main_test = task.sample(_rng(args, 1, 6, 2, 4, 32), 4, 32, 2)
+    assert np.array_equal(main_test.x_context, test.x_context)
+    rows = [dict(split="validation", gate="product", error=0.5, rho=1), dict(split="validation", gate="product",
+                                                                            error=0.4, rho=2)]
+    assert select_on_validation(rows)["product"]["rho"] == 2
+    with pytest.raises(ValueError, match="validation"):
+        select_on_validation(rows + [dict(split="test", gate="product", error=0.1, rho=4)])
+
+
+def test_streamed_stage1_run_writes_its_stage1_csv(tmp_path):
+    out = str(tmp_path)
+    assert main(["--links", "he4", "--d", "8", "--r", "2", "--N", "64", "--gates", "normalized,none",
+                 "--n-prompts", "4", "--stage1-prompts", "70", "--stage1-chunk", "32", "--stage1-N", "32",
+                 "--stage2-prompts", "16", "--width", "16", "--krr-max-N", "0", "--out", out, "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(os.path.join(out, "metrics_stage1.csv"))))
+    assert {r["gate"] for r in rows} == {"normalized", "none"}
+    assert all(r["stage1_prompts"] == "70" and r["stage1_chunk"] == "32" for r in rows)
+    assert "streamed in chunks of 32" in open(os.path.join(out, "table.md")).read()
+    with pytest.raises(ValueError, match="stage1-chunk"):
+        main(["--stage1-prompts", "1000000", "--out", out])
+    with pytest.raises(ValueError, match="stage1-chunk"):
+        main(["--stage1-chunk", "-1", "--out", out])

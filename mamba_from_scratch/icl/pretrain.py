@@ -22,6 +22,7 @@ prompt; W MLP width; D = dim phi.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,7 +30,7 @@ import numpy as np
 from ..optim import AdamW
 from ..validate import check_choice, check_positive_float, check_positive_int
 from .features import hermite_features, relevant_features
-from .gated import (GATES, GatedMamba, context_statistic, mlp_backward, mlp_forward,
+from .gated import (GATES, GatedMamba, context_statistic, context_statistics, mlp_backward, mlp_forward,
                     readout_backward, readout_forward)
 
 RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -131,6 +132,98 @@ def stage1(task, cfg, rng, progress=None, prompts=None, h=None):
     lambda1 = 1.0 / cfg.eta1
     gamma1 = gamma0 - cfg.eta1 * (grad + lambda1 * gamma0)
     return gamma1, v, {"stage1_loss": float(loss), **gamma_concentration(gamma1, task)}
+
+
+def stage1_streamed(task, cfgs, rngs, draw, n_chunks, progress=None):
+    """Stage I for several gates over T1 prompts that arrive in chunks, never held at once.
+
+    The Stage I gradient is a mean over prompts, so it can be accumulated chunk by chunk; but
+    the MLP-input normalisation (shift, scale) at gamma0 is a mean and standard deviation over
+    *all* T1 prompts and must be known before any gradient is taken. So there are two passes:
+    pass 1 merges each chunk's (count, mean, sum of squared deviations) (Chan et al.'s
+    parallel variance, no cancellation), pass 2 accumulates the gradient. ``draw`` is called
+    twice per chunk and must return the same prompts both times (e.g. seeded by the chunk
+    index). With the chunks concatenated into one batch, :func:`stage1` gives the same gamma
+    to rounding (tested to 1e-12).
+
+    Args:
+        task: SingleIndexTask.  cfgs: PretrainConfigs, one per gate (any gate, rho, b0).
+        rngs: one numpy Generator per cfg; each draws the MLP's (v, c) exactly as stage1 does.
+        draw: callable i -> Prompts, chunk i of the Stage I prompts (i in range(n_chunks)).
+        n_chunks: number of chunks.  progress: optional callable(n) advanced per chunk and pass.
+    Returns:
+        [(gamma1, v, info)] per cfg, as :func:`stage1`; info also holds stage1_prompts.
+    """
+    n_chunks = check_positive_int("n_chunks", n_chunks)
+    if len(cfgs) != len(rngs) or not cfgs:
+        raise ValueError(f"need one rng per config, got {len(cfgs)} configs and {len(rngs)} rngs")
+    mlps = []
+    for cfg, rng in zip(cfgs, rngs):
+        _, v, c = init_mlp(rng, cfg.width)
+        mlps.append((np.full(cfg.width, cfg.alpha), v, c))
+
+    def statistics(prompts):
+        # one context_statistics call per distinct (rho, b0, backend): the closed-form gates share a pass
+        groups = {}
+        for k, cfg in enumerate(cfgs):
+            groups.setdefault((cfg.rho, cfg.b0, cfg.backend), []).append(k)
+        hs = [None] * len(cfgs)
+        for (rho, b0, backend), ks in groups.items():
+            gates = list(dict.fromkeys(cfgs[k].gate for k in ks))
+            out = context_statistics(prompts.x_context, prompts.y_context, gates, rho, b0, backend)
+            for k in ks:
+                hs[k] = out[cfgs[k].gate]
+        return hs
+
+    # pass 1: the normalisation at gamma0 over all prompts (count, mean, M2 per cfg)
+    moments = [(0, 0.0, 0.0)] * len(cfgs)
+    D = None
+    for i in range(n_chunks):
+        prompts = draw(i)
+        hs = statistics(prompts)
+        D = hs[0].shape[1]
+        for sl in _chunks(len(prompts), cfgs[0].n_queries, D):
+            phi_q = hermite_features(prompts.x_query[sl])
+            for k, cfg in enumerate(cfgs):
+                out = readout_forward(hs[k][sl], phi_q, np.full(D, cfg.gamma0))[0].ravel()
+                moments[k] = _merge_moments(moments[k], (out.size, float(out.mean()), float(np.sum((out - out.mean()) ** 2))))
+        if progress is not None:
+            progress(1)
+    norms = [(mean, math.sqrt(m2 / n) if m2 > 0 else 1.0) for n, mean, m2 in moments]
+    # pass 2: the gradient at gamma0, a mean over all T1 prompts
+    total = 0
+    grads = [np.zeros(D) for _ in cfgs]
+    losses = [0.0] * len(cfgs)
+    for i in range(n_chunks):
+        prompts = draw(i)
+        hs = statistics(prompts)
+        for sl in _chunks(len(prompts), cfgs[0].n_queries, D):
+            phi_q = hermite_features(prompts.x_query[sl])
+            n = sl.stop - sl.start
+            for k, cfg in enumerate(cfgs):
+                a, v, c = mlps[k]
+                l, g = loss_and_grads(hs[k][sl], phi_q, prompts.y_query[sl], np.full(D, cfg.gamma0), a, v, c, *norms[k])
+                grads[k] += n * g["gamma"]   # chunk means, weighted by size; divided by T1 below
+                losses[k] += n * l
+            total += n
+        if progress is not None:
+            progress(1)
+    result = []
+    for k, cfg in enumerate(cfgs):
+        gamma0 = np.full(D, cfg.gamma0)
+        gamma1 = gamma0 - cfg.eta1 * (grads[k] / total + gamma0 / cfg.eta1)
+        result.append((gamma1, mlps[k][1], {"stage1_loss": float(losses[k] / total), "stage1_prompts": total,
+                                            **gamma_concentration(gamma1, task)}))
+    return result
+
+
+def _merge_moments(a, b):
+    """Chan et al.'s merge of (count, mean, sum of squared deviations) of two samples."""
+    na, ma, sa = a
+    nb, mb, sb = b
+    n = na + nb
+    delta = mb - ma
+    return n, ma + delta * nb / n, sa + sb + delta * delta * na * nb / n
 
 
 def gamma_concentration(gamma, task):

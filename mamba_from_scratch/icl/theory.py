@@ -13,6 +13,13 @@ Extra studies (each writes its own <name>.csv / .png / .md next to them):
     --ablate gate   product / normalized / two_channel / none on the main grid
     --ablate pretraining   error at the largest N vs the number of Stage I prompts, the
                     ideal gamma, and the practical (AdamW) variant
+    --sweep-product-gate   the exact S6 (product) gate and the normalized gate over a grid of
+                    (rho, b0), each (rho, b0) selected per (link, d, N) on validation prompts
+                    drawn apart from the test prompts; the selected gates, linear attention and
+                    the zero predictor then scored on the same test prompts
+                    (product_gate_sweep.csv / .md / .png)
+    --stage1-chunk C   stream Stage I's --stage1-prompts in chunks of C prompts (two passes over
+                    seeded chunks; memory O(C)), for T1 far beyond what fits at once
     --replot        redraw error_vs_N.png and the sweep files from the CSVs already in --out
                     (no training, no scoring)
 Every file is written to a temporary name and renamed, so an interrupted run never leaves a
@@ -38,7 +45,7 @@ from .gated import GATES, context_statistic, context_statistics
 from .krr import DEFAULT_KERNELS, RIDGES_REL, krr_predict
 from .links import make_link
 from .metrics import normalized_error, paired_difference
-from .pretrain import PretrainConfig, practical, stage1, stage2
+from .pretrain import PretrainConfig, practical, stage1, stage1_streamed, stage2
 from .task import SingleIndexTask
 
 COLUMNS = ["method", "gate", "link", "d", "r", "N", "error", "stderr", "n_prompts", "seed",
@@ -63,6 +70,13 @@ def _ints(text):
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _floats(text):
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m mamba_from_scratch icl-theory",
                                 description=__doc__.split("\n\n")[0])
@@ -76,6 +90,9 @@ def build_parser():
     p.add_argument("--n-queries", type=int, default=32, help="queries per prompt")
     p.add_argument("--stage1-prompts", type=int, help="T1 (default 1024)")
     p.add_argument("--stage1-N", type=int, default=512, help="N1, context length of Stage I")
+    p.add_argument("--stage1-chunk", type=int, default=0,
+                   help="stream Stage I in chunks of this many prompts (seeded per chunk, two passes, "
+                        "never all prompts at once); 0 (default) draws them all at once as the committed runs did")
     p.add_argument("--stage2-prompts", type=int, help="T2 per N (default 128)")
     p.add_argument("--width", type=int, help="MLP width (default 256)")
     p.add_argument("--rho", type=float, default=0.25)
@@ -85,6 +102,15 @@ def build_parser():
     p.add_argument("--threshold", type=float, default=0.5, help="error level of the sample-complexity sweeps")
     p.add_argument("--sweep", choices=["r", "d"], help="sample-complexity sweep instead of the main run")
     p.add_argument("--ablate", choices=["gate", "pretraining"], help="ablation instead of the main run")
+    p.add_argument("--sweep-product-gate", action="store_true",
+                   help="sweep (rho, b0) of the product (exact S6) and normalized gates, select on validation "
+                        "prompts, score the selected ones on the test prompts (default N: the largest of --N's default)")
+    p.add_argument("--sweep-rhos", type=_floats, default=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
+                   help="gate temperatures of --sweep-product-gate")
+    p.add_argument("--sweep-b0s", type=_floats, default=[-3.0, 0.0, 3.0],
+                   help="gate offsets b0 (b = b0 - log N) of --sweep-product-gate; write --sweep-b0s=-3,0,3 (a leading minus)")
+    p.add_argument("--val-prompts", type=int, help="validation prompts per (link, d, N) of --sweep-product-gate "
+                   "(default 256), drawn from their own stream, never the test prompts'")
     p.add_argument("--replot", action="store_true",
                    help="redraw the figures (and the sweeps' N-needed tables) from the CSVs in --out")
     p.add_argument("--backend", default=None, help="scan backend for the product gate (default: numba if built, else numpy)")
@@ -98,13 +124,18 @@ def build_parser():
 
 # Options whose default depends on --quick (the parser leaves them None).
 FULL = dict(links="he2,he3,he4", d=[16, 32], N=[2 ** k for k in range(4, 13)], gates="product,normalized,none",
-            n_prompts=128, stage1_prompts=1024, stage2_prompts=128, width=256, krr_max_N=512, krr_prompts=12)
+            n_prompts=128, stage1_prompts=1024, stage2_prompts=128, width=256, krr_max_N=512, krr_prompts=12,
+            val_prompts=256)
 QUICK = dict(links="he3", d=[16], N=[256, 1024, 4096], gates="normalized,none", n_prompts=96,
-             stage1_prompts=512, stage2_prompts=128, width=128, krr_max_N=256, krr_prompts=8)
+             stage1_prompts=512, stage2_prompts=128, width=128, krr_max_N=256, krr_prompts=8, val_prompts=48)
+# Stage I prompts held at once above this many bytes (x of context and queries) need --stage1-chunk
+STAGE1_MAX_BYTES = 2 << 30
 
 
 def validate_args(args):
     """Turn argparse's namespace into checked values (ValueError on bad input)."""
+    if args.sweep_product_gate and args.N is None:  # the sweep runs at one N unless told otherwise
+        args.N = [1024] if args.quick else [max(FULL["N"])]
     for k, v in FULL.items():  # options left unset take the quick or the full default
         if getattr(args, k) is None:
             setattr(args, k, QUICK[k] if args.quick else v)
@@ -118,11 +149,23 @@ def validate_args(args):
         raise ValueError(f"--r must satisfy 1 <= r <= every d, got r={args.r}, d={args.d}")
     if args.tau < 0:
         raise ValueError(f"--tau must be >= 0, got {args.tau}")
-    for name in ("n_prompts", "n_queries", "stage1_prompts", "stage1_N", "stage2_prompts", "width", "krr_prompts"):
+    for name in ("n_prompts", "n_queries", "stage1_prompts", "stage1_N", "stage2_prompts", "width", "krr_prompts",
+                 "val_prompts"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.n_prompts < 2:
-        raise ValueError("--n-prompts must be >= 2 (standard errors need two prompts)")
+    if args.n_prompts < 2 or args.val_prompts < 2:
+        raise ValueError("--n-prompts and --val-prompts must be >= 2 (standard errors need two prompts)")
+    if args.stage1_chunk < 0:
+        raise ValueError(f"--stage1-chunk must be >= 0, got {args.stage1_chunk}")
+    held = args.stage1_prompts * (args.stage1_N + args.n_queries) * max(args.d) * 8
+    if args.stage1_chunk == 0 and held > STAGE1_MAX_BYTES:
+        raise ValueError(f"--stage1-prompts {args.stage1_prompts} at once would hold {held / 2**30:.1f} GiB of inputs; "
+                         f"stream them with --stage1-chunk (e.g. 1024)")
+    if args.sweep_product_gate and (args.sweep or args.ablate):
+        raise ValueError("--sweep-product-gate is a run of its own: drop --sweep / --ablate")
+    if not args.sweep_rhos or min(args.sweep_rhos) <= 0 or not args.sweep_b0s:
+        raise ValueError(f"--sweep-rhos must list numbers > 0 and --sweep-b0s at least one number, "
+                         f"got {args.sweep_rhos!r}, {args.sweep_b0s!r}")
     args.backend = args.backend or default_backend()
     return args
 
@@ -168,16 +211,34 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
     """All methods for one (link, d) over the N grid. Returns metric rows and Stage I info."""
     rows, info = [], {}
     base = dict(link=task.link.name, d=task.d, r=task.r, seed=args.seed)
-    s1 = task.sample(_rng(args, link_id, task.d, task.r, 1), stage1_prompts or args.stage1_prompts,
-                     args.stage1_N, args.n_queries)
+    T1 = stage1_prompts or args.stage1_prompts
     pre = {}
-    h1 = context_statistics(s1.x_context, s1.y_context, gates, args.rho, args.b0, args.backend)
-    for gi, gate in enumerate(gates):
-        cfg = pretrain_config(args, gate)
-        gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, 2, gi), prompts=s1, h=h1[gate])
-        pre[gate] = (cfg, gamma, v)
-        info[gate] = inf
-        bar.update(1)
+    if args.stage1_chunk:  # streamed: chunk i of the Stage I prompts comes from its own seeded stream
+        C = args.stage1_chunk
+        n_chunks = math.ceil(T1 / C)
+
+        def draw(i):
+            return task.sample(_rng(args, link_id, task.d, task.r, 11, i), min(C, T1 - i * C), args.stage1_N,
+                               args.n_queries)
+
+        cfgs = [pretrain_config(args, gate) for gate in gates]
+        with tqdm(total=2 * n_chunks, desc=f"Stage I {task.link.name} d={task.d} ({T1} prompts, 2 passes)",
+                  leave=False, disable=args.no_progress) as sbar:
+            res = stage1_streamed(task, cfgs, [_rng(args, link_id, task.d, task.r, 2, gi) for gi in range(len(gates))],
+                                  draw, n_chunks, progress=sbar.update)
+        for gate, cfg, (gamma, v, inf) in zip(gates, cfgs, res):
+            pre[gate] = (cfg, gamma, v)
+            info[gate] = inf
+        bar.update(len(gates))
+    else:
+        s1 = task.sample(_rng(args, link_id, task.d, task.r, 1), T1, args.stage1_N, args.n_queries)
+        h1 = context_statistics(s1.x_context, s1.y_context, gates, args.rho, args.b0, args.backend)
+        for gi, gate in enumerate(gates):
+            cfg = pretrain_config(args, gate)
+            gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, 2, gi), prompts=s1, h=h1[gate])
+            pre[gate] = (cfg, gamma, v)
+            info[gate] = dict(inf, stage1_prompts=T1)
+            bar.update(1)
     for N in args.N:
         s2 = task.sample(_rng(args, link_id, task.d, task.r, 3, N), args.stage2_prompts, N, args.n_queries)
         test = task.sample(_rng(args, link_id, task.d, task.r, 4, N), args.n_prompts, N, args.n_queries)
@@ -220,7 +281,7 @@ def main_grid(args, gates, krr=True, name="metrics"):
     os.makedirs(args.out, exist_ok=True)
     total = len(args.links) * len(args.d) * (len(gates) * (1 + len(args.N)) + (len(args.N) if krr else 0))
     rows, stage1_info = [], {}
-    t0 = time.time()
+    clock = Clock()
     with tqdm(total=total, desc="icl-theory", disable=args.no_progress) as bar:
         for li, link in enumerate(args.links):
             for d in args.d:
@@ -229,12 +290,44 @@ def main_grid(args, gates, krr=True, name="metrics"):
                 rows += cell_rows
                 stage1_info[f"{link.name},d={d}"] = info
                 write_csv(os.path.join(args.out, f"{name}.csv"), rows)
-    elapsed = time.time() - t0
+                write_stage1_csv(os.path.join(args.out, f"{name}_stage1.csv"), stage1_info, args)
+    elapsed = clock.wall()
     write_csv(os.path.join(args.out, f"{name}.csv"), rows)
     plot_error_vs_N(rows, args, os.path.join(args.out, "error_vs_N.png" if name == "metrics" else f"{name}.png"))
     atomic_write(os.path.join(args.out, "table.md" if name == "metrics" else f"{name}.md"),
-                 table_md(rows, args, elapsed, stage1_info))
+                 table_md(rows, args, elapsed, stage1_info, timing=clock.summary()))
     return rows, stage1_info, elapsed
+
+
+class Clock:
+    """Wall time, this process's CPU time and the machine's 1-minute load average (start and
+    end): the machine is shared, so a wall time means little without the load beside it."""
+
+    def __init__(self):
+        self.t0, self.c0, self.load0 = time.time(), time.process_time(), os.getloadavg()[0]
+
+    def wall(self):
+        return time.time() - self.t0
+
+    def summary(self):
+        return (f"wall {self.wall():.0f} s, CPU {time.process_time() - self.c0:.0f} s, "
+                f"load average {self.load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end")
+
+
+def write_stage1_csv(path, stage1_info, args):
+    """One row per (link, d, gate): Stage I's size and how much of gamma lies on the subspace."""
+    cols = ["link", "d", "r", "gate", "stage1_prompts", "stage1_N", "stage1_chunk", "gamma_mass_on_subspace",
+            "gamma_mass_chance", "stage1_loss", "seed"]
+    rows = []
+    for cell, info in stage1_info.items():
+        link, d = cell.split(",d=")
+        for gate, inf in info.items():
+            rows.append(dict(link=link, d=int(d), r=args.r, gate=gate, stage1_prompts=inf["stage1_prompts"],
+                             stage1_N=args.stage1_N, stage1_chunk=args.stage1_chunk,
+                             gamma_mass_on_subspace=inf["gamma_mass_on_subspace"],
+                             gamma_mass_chance=inf["gamma_mass_chance"], stage1_loss=inf["stage1_loss"],
+                             seed=args.seed))
+    write_csv(path, rows, cols)
 
 
 def _series(rows, link, d):
@@ -345,12 +438,15 @@ def separation(rows, link, d, N, a=("one_layer", "normalized"), b=("one_layer", 
     return ra, rb, diff, se
 
 
-def table_md(rows, args, elapsed, stage1_info):
+def table_md(rows, args, elapsed, stage1_info, timing=None):
     """Errors at every (link, d, N) as markdown: one table per (link, d)."""
     keys = list(dict.fromkeys((r["method"], r["gate"]) for r in rows))
+    stream = f", streamed in chunks of {args.stage1_chunk}" if args.stage1_chunk else ""
     out = [f"# icl-theory results (seed {args.seed}, r = {args.r}, tau = {args.tau}, "
            f"{args.n_prompts} test prompts x {args.n_queries} queries; KRR on the first "
            f"{args.krr_prompts} prompts for N <= {args.krr_max_N}; wall time {elapsed:.0f} s)", "",
+           f"Stage I: {args.stage1_prompts} prompts of length {args.stage1_N}{stream}. "
+           + (f"Timing: {timing}." if timing else ""), "",
            "Entries: normalised test error ± standard error over prompts (zero predictor ≈ 1).", ""]
     for link in dict.fromkeys(r["link"] for r in rows):
         for d in dict.fromkeys(r["d"] for r in rows):
@@ -389,7 +485,7 @@ def run_ablate_pretraining(args):
     h_test = context_statistic(test.x_context, test.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
     target, m2 = test.y_query_clean, task.link.second_moment
     rows = []
-    t0 = time.time()
+    clock = Clock()
 
     _, _, e_zero = normalized_error(np.zeros_like(target), target, m2)
 
@@ -423,7 +519,7 @@ def run_ablate_pretraining(args):
     write_csv(os.path.join(args.out, "ablate_pretraining.csv"), rows, cols)
     _plot_pretraining(rows, os.path.join(args.out, "ablate_pretraining.png"), link.name, d, N)
     md = [f"# Pretraining ablation ({link.name}, d = {d}, r = {args.r}, N = {N}, normalized gate, "
-          f"{args.n_prompts} test prompts; {time.time() - t0:.0f} s)", "",
+          f"{args.n_prompts} test prompts; {clock.summary()})", "",
           "| variant | Stage I prompts | error ± s.e. | error - zero predictor's (paired) | note |",
           "|---|---|---|---|---|"]
     md += [f"| {r['variant']} | {r['stage1_prompts']} | {r['error']:.3f} ± {r['stderr']:.3f} | "
@@ -453,6 +549,252 @@ def _plot_pretraining(rows, path, link, d, N):
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+# rng key of each gate's Stage I / Stage II draws: the main run's gate order (product, normalized, none)
+GATE_KEY = {"product": 0, "normalized": 1, "none": 2}
+SWEEP_GATES = ("product", "normalized")
+SWEEP_COLUMNS = ["split", "role", "gate", "rho", "b0", "link", "d", "r", "N", "error", "stderr", "n_prompts", "seed",
+                 "diff_vs_zero", "diff_vs_zero_se", "ratio_to_zero", "ratio_to_zero_se", "diff_vs_normalized",
+                 "diff_vs_normalized_se", "diff_vs_none", "diff_vs_none_se", "gamma_mass_on_subspace", "selected",
+                 "note"]
+
+
+def sweep_prompts(args, task, link_id, N):
+    """Stage II, validation and test prompts of one (link, d, N) cell of the gate sweep.
+
+    Three separate seeded streams: Stage II's and the test prompts are the main run's (tags 3
+    and 4, so the test prompts are those of metrics.csv when --n-prompts is the same), the
+    validation prompts come from tag 6, which nothing else in icl-theory draws from. Only the
+    validation prompts choose (rho, b0); the test prompts score the choice once.
+    """
+    key = (link_id, task.d, task.r)
+    s2 = task.sample(_rng(args, *key, 3, N), args.stage2_prompts, N, args.n_queries)
+    val = task.sample(_rng(args, *key, 6, N), args.val_prompts, N, args.n_queries)
+    test = task.sample(_rng(args, *key, 4, N), args.n_prompts, N, args.n_queries)
+    return s2, val, test
+
+
+def select_on_validation(rows):
+    """{gate: the row of least validation error} among rows of split "validation"; rows of
+    any other split are refused, so a test error can never take part in the choice."""
+    best = {}
+    for r in rows:
+        if r["split"] != "validation":
+            raise ValueError(f"select_on_validation got a {r['split']!r} row; only validation rows may choose")
+        if r["gate"] not in best or r["error"] < best[r["gate"]]["error"]:
+            best[r["gate"]] = r
+    return best
+
+
+def _score(args, task, cell, model, prompts, h, e_zero, **extra):
+    """A sweep row for ``model`` on ``prompts`` (error, paired difference and ratio to the zero
+    predictor on the same prompts) and its per-prompt errors."""
+    target, m2 = prompts.y_query_clean, task.link.second_moment
+    e, se, ep = normalized_error(model.predict(prompts, h=h), target, m2)
+    dz, dzse = paired_difference(ep, e_zero)
+    row = dict(cell, error=e, stderr=se, n_prompts=len(ep), diff_vs_zero=dz, diff_vs_zero_se=dzse, **extra)
+    row["ratio_to_zero"], row["ratio_to_zero_se"] = relative_to_zero(row)
+    return row, ep
+
+
+def run_product_gate_sweep(args):
+    """The exact S6 (product) gate given a fair chance: (rho, b0) swept, chosen on validation.
+
+    For each link and d: Stage I on the main run's Stage I prompts for every (gate, rho, b0)
+    of the grid (product and normalized gates; linear attention has no gate to tune), then
+    for each N Stage II and the error on the validation prompts. Per (link, d, N) and gate the
+    (rho, b0) of least validation error is selected (:func:`select_on_validation`), and only
+    then are the test prompts touched: the selected product gate, the normalized gate at the
+    main run's (--rho, --b0), the selected normalized gate, linear attention and the zero
+    predictor, all on the same test prompts, with paired differences.
+
+    The grid's statistics use the product gate's closed-form weights (equal to the scan's
+    output to rounding, tests/test_icl_gated.py); the selected product gate's test statistic
+    is computed by the package's selective scan, and the largest relative difference between
+    the two on the test prompts is recorded in its row's note.
+    """
+    os.makedirs(args.out, exist_ok=True)
+    clock = Clock()
+    grid = [(g, rho, b0) for g in SWEEP_GATES for rho in args.sweep_rhos for b0 in args.sweep_b0s]
+    grid.append(("none", args.rho, args.b0))
+    if ("normalized", args.rho, args.b0) not in grid:
+        grid.append(("normalized", args.rho, args.b0))
+    rows = []
+    path = os.path.join(args.out, "product_gate_sweep.csv")
+    with tqdm(total=len(args.links) * len(args.d) * (len(grid) + len(args.N)), desc="product-gate sweep",
+              disable=args.no_progress) as bar:
+        for li, link in enumerate(args.links):
+            for d in args.d:
+                task = SingleIndexTask(d, args.r, link, args.tau, args.seed)
+                key = (li, d, args.r)
+                s1 = task.sample(_rng(args, *key, 1), args.stage1_prompts, args.stage1_N, args.n_queries)
+                cells = {N: sweep_prompts(args, task, li, N) for N in args.N}
+                zero_val = {N: normalized_error(np.zeros_like(c[1].y_query_clean), c[1].y_query_clean,
+                                                task.link.second_moment)[2] for N, c in cells.items()}
+                models = {}
+                for gate, rho, b0 in grid:
+                    def stat(pr, gate=gate, rho=rho, b0=b0):
+                        return context_statistics(pr.x_context, pr.y_context, [gate], rho, b0, args.backend,
+                                                  product="closed")[gate]
+                    cfg = replace(pretrain_config(args, gate), rho=rho, b0=b0)
+                    gamma, v, inf = stage1(task, cfg, _rng(args, *key, 2, GATE_KEY[gate]), prompts=s1, h=stat(s1))
+                    for N, (s2, val, _) in cells.items():
+                        model = stage2(task, cfg, gamma, v, N, _rng(args, *key, 5, N, GATE_KEY[gate]), prompts=s2,
+                                       h=stat(s2))
+                        models[(gate, rho, b0, N)] = model
+                        cell = dict(split="validation", role="grid", gate=gate, rho=rho, b0=b0, link=link.name, d=d,
+                                    r=args.r, N=N, seed=args.seed)
+                        row, _ = _score(args, task, cell, model, val, stat(val), zero_val[N],
+                                        gamma_mass_on_subspace=inf["gamma_mass_on_subspace"],
+                                        note=f"ridge={model.info['ridge']:g}")
+                        rows.append(row)
+                    bar.update(1)
+                for N, (_, _, test) in cells.items():
+                    val_rows = [r for r in rows if r["split"] == "validation" and r["link"] == link.name
+                                and r["d"] == d and r["N"] == N]
+                    best = select_on_validation(val_rows)
+                    for r in val_rows:
+                        r["selected"] = int(r is best.get(r["gate"]))
+                    target = test.y_query_clean
+                    e_zero = normalized_error(np.zeros_like(target), target, task.link.second_moment)[2]
+                    roles = [("product_best", best["product"]), ("normalized_default", None),
+                             ("normalized_best", best["normalized"]), ("none", best["none"])]
+                    test_rows, eps = [], {}
+                    for role, vrow in roles:
+                        gate, rho, b0 = (("normalized", args.rho, args.b0) if vrow is None
+                                         else (vrow["gate"], vrow["rho"], vrow["b0"]))
+                        h = context_statistic(test.x_context, test.y_context, gate, rho, b0, args.backend)  # scan
+                        note = ""
+                        if gate == "product":
+                            hc = context_statistics(test.x_context, test.y_context, [gate], rho, b0, args.backend,
+                                                    product="closed")[gate]
+                            dev = float(np.max(np.abs(h - hc)) / max(np.max(np.abs(hc)), 1e-300))
+                            note = f"test statistic by the selective scan; max |scan - closed form| / max |closed form| = {dev:.1e}"
+                        cell = dict(split="test", role=role, gate=gate, rho=rho, b0=b0, link=link.name, d=d, r=args.r,
+                                    N=N, seed=args.seed)
+                        row, eps[role] = _score(args, task, cell, models[(gate, rho, b0, N)], test, h, e_zero,
+                                                note=note)
+                        test_rows.append(row)
+                    for row in test_rows:
+                        for ref, col in (("normalized_default", "diff_vs_normalized"), ("none", "diff_vs_none")):
+                            row[col], row[col + "_se"] = paired_difference(eps[row["role"]], eps[ref])
+                    zrow = dict(split="test", role="zero", gate="", rho="", b0="", link=link.name, d=d, r=args.r, N=N,
+                                seed=args.seed, error=float(e_zero.mean()),
+                                stderr=float(e_zero.std(ddof=1) / math.sqrt(e_zero.size)), n_prompts=e_zero.size,
+                                diff_vs_zero=0.0, diff_vs_zero_se=0.0, ratio_to_zero=1.0, ratio_to_zero_se=0.0)
+                    rows += test_rows + [zrow]
+                    bar.update(1)
+                write_csv(path, rows, SWEEP_COLUMNS)
+    write_csv(path, rows, SWEEP_COLUMNS)
+    plot_product_gate_sweep(rows, os.path.join(args.out, "product_gate_sweep.png"))
+    atomic_write(os.path.join(args.out, "product_gate_sweep.md"), product_gate_sweep_md(rows, args, clock.summary()))
+    return rows
+
+
+def product_gate_sweep_md(rows, args, timing):
+    """The sweep as markdown: per (link, d, N) the validation grid and the test comparison."""
+    out = [f"# Product (exact S6) gate vs normalized gate, (rho, b0) chosen on validation prompts "
+           f"(seed {args.seed}, r = {args.r}; {timing})", "",
+           f"Stage I {args.stage1_prompts} prompts of length {args.stage1_N}; Stage II {args.stage2_prompts} prompts; "
+           f"{args.val_prompts} validation and {args.n_prompts} test prompts x {args.n_queries} queries, separate "
+           "streams. b = b0 - log N. Entries are error / zero predictor's error on the same prompts (± s.e.).", ""]
+    for cell in dict.fromkeys((r["link"], r["d"], r["N"]) for r in rows):
+        val = [r for r in rows if (r["link"], r["d"], r["N"]) == cell and r["split"] == "validation"]
+        test = [r for r in rows if (r["link"], r["d"], r["N"]) == cell and r["split"] == "test"]
+        b0s = sorted({r["b0"] for r in val if r["gate"] != "none"})
+        out += [f"## {cell[0]}, d = {cell[1]}, N = {cell[2]}", "", "Validation (chooses):", "",
+                "| gate | rho | " + " | ".join(f"b0 = {b:g}" for b in b0s) + " |", "|---|---|" + "---|" * len(b0s)]
+        for gate in SWEEP_GATES:
+            for rho in sorted({r["rho"] for r in val if r["gate"] == gate}):
+                by = {r["b0"]: r for r in val if r["gate"] == gate and r["rho"] == rho}
+                out.append(f"| {gate} | {rho:g} | " + " | ".join(
+                    (f"**{by[b]['ratio_to_zero']:.3f}**" if by[b].get("selected") else f"{by[b]['ratio_to_zero']:.3f}")
+                    if b in by else "—" for b in b0s) + " |")
+        none = [r for r in val if r["gate"] == "none"]
+        if none:
+            out.append(f"| none (linear attention) | – | {none[0]['ratio_to_zero']:.3f} |" + " |" * (len(b0s) - 1))
+        out += ["", "Test (scored once, after the choice; paired on the same prompts):", "",
+                "| role | gate | rho | b0 | error | error / zero's | minus normalized (0.25, 0) | minus linear attention |",
+                "|---|---|---|---|---|---|---|---|"]
+        for r in test:
+            if r["role"] == "zero":
+                out.append(f"| zero predictor | | | | {r['error']:.3f} ± {r['stderr']:.3f} | 1 | | |")
+                continue
+            out.append(f"| {r['role']} | {r['gate']} | {r['rho']:g} | {r['b0']:g} | {r['error']:.3f} ± {r['stderr']:.3f} | "
+                       f"{r['ratio_to_zero']:.3f} ± {r['ratio_to_zero_se']:.3f} | "
+                       f"{r['diff_vs_normalized']:+.3f} ± {r['diff_vs_normalized_se']:.3f} | "
+                       f"{r['diff_vs_none']:+.3f} ± {r['diff_vs_none_se']:.3f} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def plot_product_gate_sweep(rows, path):
+    """Validation error / zero's vs rho, one line per (gate, b0), per link (columns) and d (rows),
+    at the largest N; the selected gates' test ratios written below each panel."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    N = max(r["N"] for r in rows)
+    links = list(dict.fromkeys(r["link"] for r in rows))
+    ds = list(dict.fromkeys(r["d"] for r in rows))
+    fig, axes = plt.subplots(len(ds), len(links), figsize=(max(9.0, 4.8 * len(links)), 4.9 * len(ds) + 1.4),
+                             squeeze=False)
+    b0s = sorted({r["b0"] for r in rows if r["split"] == "validation" and r["gate"] != "none"})
+    colors = {b: f"C{k}" for k, b in enumerate(b0s)}
+    for i, d in enumerate(ds):
+        for j, link in enumerate(links):
+            ax = axes[i, j]
+            val = [r for r in rows if r["split"] == "validation" and r["link"] == link and r["d"] == d and r["N"] == N]
+            for gate, ls, mk in (("product", "-", "v"), ("normalized", "--", "o")):
+                for b in b0s:
+                    pts = sorted((r for r in val if r["gate"] == gate and r["b0"] == b), key=lambda r: r["rho"])
+                    if pts:
+                        ax.plot([r["rho"] for r in pts], [r["ratio_to_zero"] for r in pts], ls=ls, marker=mk, ms=4,
+                                color=colors[b], label=f"{gate}, b0 = {b:g}")
+                sel = [r for r in val if r["gate"] == gate and r.get("selected")]
+                for r in sel:
+                    ax.plot(r["rho"], r["ratio_to_zero"], marker="*", ms=16, mfc="none", mec="k", mew=1.3,
+                            ls="none", label="selected on validation" if gate == "product" else None)
+            for r in val:
+                if r["gate"] == "none":
+                    ax.axhline(r["ratio_to_zero"], color="C7", ls="-.", lw=1.2, label="linear attention")
+            ax.axhline(1.0, color="k", ls=":", lw=1, label="zero predictor")
+            test = {r["role"]: r for r in rows if r["split"] == "test" and r["link"] == link and r["d"] == d
+                    and r["N"] == N}
+            if test:
+                txt = "\n".join(f"{lab}: {test[k]['ratio_to_zero']:.2f} ± {test[k]['ratio_to_zero_se']:.2f}"
+                                for k, lab in (("product_best", f"product (rho {test['product_best']['rho']:g}, "
+                                                                f"b0 {test['product_best']['b0']:g})"),
+                                               ("normalized_default", "normalized (0.25, 0)"),
+                                               ("normalized_best", f"normalized (rho {test['normalized_best']['rho']:g}, "
+                                                                   f"b0 {test['normalized_best']['b0']:g})"),
+                                               ("none", "linear attention")) if k in test)
+            else:
+                txt = ""
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{link}, d = {d}, N = {N}", fontsize=9)
+            ax.grid(True, which="both", alpha=0.3)
+            plain = matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:.3g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
+            ax.tick_params(axis="y", which="both", labelsize=7)
+            ax.set_xlabel("gate temperature rho" + (f"\n\nchosen gates on the test prompts, error / zero's:\n{txt}"
+                                                    if txt else ""), fontsize=8)
+            if j == 0:
+                ax.set_ylabel("validation error / zero predictor's\n(same validation prompts)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles))
+    fig.legend(uniq.values(), uniq.keys(), loc="lower center", ncol=4, fontsize=7)
+    fig.suptitle("Product (exact S6, solid) and normalized (dashed) gates over (rho, b0), b = b0 - log N:\n"
+                 "validation error (chooses rho, b0); the chosen gates' test errors below each panel", fontsize=9)
+    legend_in = 0.22 * math.ceil(len(uniq) / 4) + 0.3
+    fig.tight_layout(rect=(0, legend_in / fig.get_size_inches()[1], 1, 1 - 0.5 / fig.get_size_inches()[1]))
     save_figure(fig, path)
     plt.close(fig)
 
@@ -648,7 +990,8 @@ def main(argv=None):
         print("redrew " + ", ".join(replot(args)) + f" in {args.out}")
         return 0
     os.makedirs(args.out, exist_ok=True)
-    mode = f"sweep_{args.sweep}" if args.sweep else (f"ablate_{args.ablate}" if args.ablate else "main")
+    mode = ("sweep_product_gate" if args.sweep_product_gate else f"sweep_{args.sweep}" if args.sweep
+            else (f"ablate_{args.ablate}" if args.ablate else "main"))
     config = {k: v for k, v in vars(args).items() if k != "links"}
     config["links"] = [repr(link) for link in args.links]
     config["mode"] = mode
@@ -657,7 +1000,10 @@ def main(argv=None):
     config["pretrain_defaults"] = asdict(pretrain_config(args, args.gates[0]))
     atomic_write(os.path.join(args.out, "config.json" if mode == "main" else f"config_{mode}.json"),
                  json.dumps(config, indent=2) + "\n")
-    if args.sweep:
+    if args.sweep_product_gate:
+        run_product_gate_sweep(args)
+        print(open(os.path.join(args.out, "product_gate_sweep.md")).read())
+    elif args.sweep:
         need, slopes = run_sweep(args)
         print(open(os.path.join(args.out, f"sweep_{args.sweep}.md")).read())
     elif args.ablate == "pretraining":
