@@ -11,7 +11,9 @@ from safetensors.numpy import save_file
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.lm import (MambaLMConfig, cross_entropy_backward, cross_entropy_forward, embedding_backward,
                                    embedding_forward, from_pretrained, generate, init_lm_params, init_lm_state,
-                                   lm_backward, lm_forward, lm_step, load_tokenizer, sample_next, state_from_cache)
+                                   lm_backward, lm_forward, lm_step, load_tokenizer, next_token_probs, sample_next,
+                                   state_from_cache)
+from mamba_from_scratch.lm import bench as lm_bench
 from mamba_from_scratch.lm.cli import main as cli_main
 
 FIXTURE = pathlib.Path(__file__).parent / "data" / "tiny-mamba-hf"
@@ -194,6 +196,51 @@ def test_sample_next_follows_softmax_and_top_k():
     assert set(np.unique(draws)) == {0, 1}                                          # only the 2 largest
     p2 = np.exp(logits[:2]) / np.exp(logits[:2]).sum()
     assert abs((draws == 0).mean() - p2[0]) < 5 * np.sqrt(0.25 / m)
+
+
+def test_next_token_probs_closed_forms():
+    q = np.array([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]])
+    z = np.log(q).astype(np.float32)                                              # softmax(z) = q / 10
+    p = next_token_probs(z)
+    assert p.dtype == np.float64 and p.shape == (2, 4)
+    assert rel_error(p, q / 10) < 1e-7                                            # float32 logits
+    assert rel_error(next_token_probs(np.log(q), 0.5), q ** 2 / 30) < 1e-14       # 1/T = 2 squares the odds
+    assert rel_error(next_token_probs(np.log(q), 1.0, 2), np.array([[0, 0, 3, 4], [4, 3, 0, 0]]) / 7) < 1e-14
+    assert rel_error(next_token_probs(np.log(q), 1.0, 9), q / 10) < 1e-14        # top_k > V keeps all
+    np.testing.assert_array_equal(next_token_probs(z, 0.0), [[0, 0, 0, 1], [1, 0, 0, 0]])
+    np.testing.assert_array_equal(next_token_probs(np.array([[2.0, 1.0, 2.0]]), 0), [[1, 0, 0]])  # first max
+    np.testing.assert_array_equal(next_token_probs(np.array([[2.0, 1.0, 2.0, 0.0]]), 1.0, 1), [[0.5, 0, 0.5, 0]])
+
+
+def test_next_token_probs_no_overflow():
+    p = next_token_probs(np.array([[1000.0, 0.0, -1000.0]]), 1e-3)                 # z/T would be 1e6
+    assert np.all(np.isfinite(p)) and p[0, 0] == 1.0
+    p = next_token_probs(np.array([[1e30, 1e30]]), 1.0)
+    np.testing.assert_array_equal(p, [[0.5, 0.5]])
+    assert rel_error(next_token_probs(np.array([[3.0, -2.0, 0.5]]), 1e8), np.full((1, 3), 1 / 3)) < 1e-7
+
+
+def test_sample_next_draws_from_next_token_probs():
+    """sample_next's draw is the inverse CDF of next_token_probs: with the same uniform number,
+    the token is the first whose cumulative probability exceeds it."""
+    logits = np.random.default_rng(4).normal(size=(6, 9))
+    for temperature, top_k in ((1.0, None), (0.7, 3), (2.0, 1)):
+        ids = sample_next(logits, temperature, top_k, np.random.default_rng(8))
+        u = np.random.default_rng(8).random(6)
+        cdf = np.cumsum(next_token_probs(logits, temperature, top_k), axis=1)
+        want = np.array([np.searchsorted(c, ui * c[-1], side="right") for c, ui in zip(cdf, u)])
+        np.testing.assert_array_equal(ids, want)
+        assert np.all(next_token_probs(logits, temperature, top_k)[np.arange(6), ids] > 0)
+
+
+@pytest.mark.parametrize("args, match", [
+    ((np.zeros(4),), "logits"), ((np.zeros((1, 4), int),), "logits"), ((np.array([[0.0, np.nan]]),), "logits"),
+    ((np.zeros((1, 4)), -1.0), "temperature"), ((np.zeros((1, 4)), float("inf")), "temperature"),
+    ((np.zeros((1, 4)), 1.0, 0), "top_k"), ((np.zeros((1, 4)), 1.0, 2.5), "top_k"),
+])
+def test_next_token_probs_rejects_bad_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        next_token_probs(*args)
 
 
 def test_eos_stops_generation():
@@ -402,3 +449,23 @@ def test_cli_bad_arguments_one_line_exit_2(capsys, argv, match):
         raise SystemExit(cli_main(argv))
     err = capsys.readouterr().err
     assert e.value.code == 2 and match in err and err.count("\n") == 1, err
+
+
+# ---- lm.bench ----
+
+def test_bench_runs_and_writes_its_section(tmp_path, capsys):
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nintro\n")
+    argv = ["--d-model", "8", "--n-layer", "1", "--vocab-size", "11", "--prompt-len", "5", "--new-tokens", "3",
+            "--repeats", "2", "--blas-threads", "1", "2", "--out", str(doc)]
+    assert lm_bench.main(argv) == 0
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nintro\n") and "<!-- BEGIN generated: lm -->" in text
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4 and [r.split("|")[2].strip() for r in rows] == ["1", "1", "2", "2"]
+    assert all(len(r.split("|")[5].split()) == 3 for r in rows)                    # the load average, 3 numbers
+    assert "Median with 1 BLAS thread: prefill **" in text and "Median with 2 BLAS threads" in text
+    assert lm_bench.main(argv) == 0 and doc.read_text().count("BEGIN generated: lm") == 1   # replaced, not appended
+    capsys.readouterr()
+    assert lm_bench.main(["--repeats", "0"]) == 2 and "--repeats" in capsys.readouterr().err
+    assert lm_bench.main(["--blas-threads", "0"]) == 2 and "--blas-threads" in capsys.readouterr().err

@@ -9,16 +9,44 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..validate import check_positive_float, check_positive_int
+from ..validate import check_float_array, check_positive_float, check_positive_int
 from .model import check_lm_params, check_token_ids, lm_forward, lm_step, state_from_cache
 
 
-def sample_next(logits, temperature, top_k, rng):
-    """Pick one token per row.
+def next_token_probs(logits, temperature=1.0, top_k=None):
+    """The distribution the next token is drawn from.
 
-    ``temperature == 0`` is greedy (argmax). Otherwise sample from
-    ``softmax(logits / temperature)`` restricted to the ``top_k`` largest logits (all when None;
-    a top_k above the vocabulary keeps all), by inverting the CDF with one uniform draw per row.
+    ``softmax(logits / temperature)`` over the ``top_k`` largest logits (all when None; a top_k
+    above the vocabulary keeps all; logits tied with the k-th largest are all kept), zero
+    elsewhere; ``temperature == 0`` is the limit, a one-hot at the argmax (the first one on a
+    tie, as ``np.argmax``). The row maximum is subtracted before dividing by the temperature,
+    so neither a large logit nor a tiny temperature overflows.
+
+    Args:
+        logits: (b, V) float32 or float64, finite.  temperature: >= 0.  top_k: int >= 1 or None.
+    Returns:
+        probs: (b, V) float64, rows summing to 1.
+    """
+    check_float_array("logits", logits, ndim=2)
+    check_positive_float("temperature", temperature, allow_zero=True)
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
+    z = logits.astype(np.float64)                                                    # (b, V)
+    if temperature == 0:
+        probs = np.zeros_like(z)
+        probs[np.arange(z.shape[0]), z.argmax(axis=1)] = 1.0
+        return probs
+    z = (z - z.max(axis=1, keepdims=True)) / temperature                             # <= 0, max exactly 0
+    if top_k is not None and top_k < z.shape[1]:
+        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]                    # k-th largest, (b, 1)
+        z = np.where(z >= kth, z, -np.inf)
+    p = np.exp(z)                                                                    # (b, V), the max gives 1
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def sample_next(logits, temperature, top_k, rng):
+    """Pick one token per row: greedy (argmax) at ``temperature == 0``, otherwise a draw from
+    :func:`next_token_probs` by inverting its CDF with one uniform number per row.
 
     Args:
         logits: (b, V) float.  temperature: >= 0.  top_k: int >= 1 or None.
@@ -28,14 +56,9 @@ def sample_next(logits, temperature, top_k, rng):
     """
     if temperature == 0:
         return np.argmax(logits, axis=1).astype(np.int64)
-    z = logits.astype(np.float64) / temperature                                      # (b, V)
-    if top_k is not None and top_k < z.shape[1]:
-        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]                    # k-th largest, (b, 1)
-        z = np.where(z >= kth, z, -np.inf)
-    p = np.exp(z - z.max(axis=1, keepdims=True))                                     # unnormalised softmax
-    cdf = np.cumsum(p, axis=1)                                                       # (b, V)
-    u = rng.random(z.shape[0])[:, None] * cdf[:, -1:]                                # (b, 1)
-    return np.minimum((cdf <= u).sum(axis=1), z.shape[1] - 1).astype(np.int64)
+    cdf = np.cumsum(next_token_probs(logits, temperature, top_k), axis=1)           # (b, V)
+    u = rng.random(cdf.shape[0])[:, None] * cdf[:, -1:]                              # (b, 1)
+    return np.minimum((cdf <= u).sum(axis=1), cdf.shape[1] - 1).astype(np.int64)
 
 
 def _check_generate_args(params, cfg, input_ids, max_new_tokens, temperature, top_k, seed):
