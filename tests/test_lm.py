@@ -469,3 +469,15 @@ def test_bench_runs_and_writes_its_section(tmp_path, capsys):
     capsys.readouterr()
     assert lm_bench.main(["--repeats", "0"]) == 2 and "--repeats" in capsys.readouterr().err
     assert lm_bench.main(["--blas-threads", "0"]) == 2 and "--blas-threads" in capsys.readouterr().err
+
+
+def test_lesson_12_carries_the_current_fixture():
+    """Lesson 12's release is standalone, so it carries copies of the fixture (lessons/_data/make_12.py):
+    they must be the fixture's files and transformers' outputs, byte for byte."""
+    data = pathlib.Path(__file__).parents[1] / "lessons" / "_data"
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        assert (data / f"12_tiny-mamba-hf_{name}").read_bytes() == (FIXTURE / name).read_bytes(), \
+            f"{name}: rerun python lessons/_data/make_12.py"
+    frozen = np.load(data / "12_lm.npz")
+    for ours, theirs in (("hf_input_ids", "input_ids"), ("hf_logits", "logits"), ("hf_greedy_ids", "greedy_ids")):
+        np.testing.assert_array_equal(frozen[ours], EXPECTED[theirs])
