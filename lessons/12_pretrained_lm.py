@@ -37,8 +37,8 @@ import os
 
 FAST = os.environ.get("LESSONS_FAST", "0") == "1"  # CI sets LESSONS_FAST=1 to shrink every size
 MODEL_DIR = os.environ.get("MAMBA_130M_DIR", "mamba-130m-hf")  # a transformers Mamba folder, if you have one
-PROMPT = "The state space model reads the sequence"  # the fixture's prompt: transformers' outputs are frozen for it
-N_NEW = 12 if FAST else 30          # tokens generated in section 6
+PROMPT = "The state space model reads the sequence"  # for sections 3, 5, 7 (the fixture was given it too)
+N_NEW = 12 if FAST else 30          # tokens generated in section 7
 TRAIN_STEPS = 30 if FAST else 40    # Adam steps of the "it trains" demo in section 3
 
 # %%
