@@ -6,26 +6,29 @@
 # Transformer of the same size: how a prompt becomes a token sequence, what one training step
 # is, why He2 and He3 need a **curriculum** to be learned at all, and what the committed runs
 # learned. The short answer: with two curricula (labels that start linear and blend into the
-# link; prompts that start short and low-dimensional) the Mamba beats the context-free
-# optimum on He2 and He3, and without the link curriculum the same He2 Mamba learns that
-# optimum and nothing more. The linear-attention Transformer, trained the same way, beats the
-# Mamba on He2 and learns nothing on He3. KRR told the hidden subspace still beats the Mamba
-# on He2 at `N = 32`.
+# link; prompts that start short and low-dimensional) the committed Mamba runs (seed 0) beat the
+# context-free optimum on He2 and He3, and without the link curriculum the same He2 Mamba
+# learns that optimum and nothing more. The curricula are not a guarantee: a rerun of the He3
+# `d = 32` Mamba with seed 1 collapsed to a zero output even with both (section 4). The
+# linear-attention Transformer, trained the same way, beats the Mamba on He2 and learns
+# nothing on He3. KRR told the hidden subspace still beats the Mamba on He2 at `N = 32`.
 #
-# **Prerequisites.** Lesson 06 (the Mamba model and its backward), lesson 07 (the task, the
-# Hermite links, KRR, the normalized error), lesson 09 (the context-free and zero predictors
-# as references).
+# **Prerequisites.** Lesson 06 (the Mamba model and its backward), lesson 06b (a training
+# loop written by hand, on in-context linear regression), lesson 07 (the task, the Hermite
+# links, KRR, the normalized error). The context-free optimum, this lesson's yardstick, is
+# introduced here (section 1).
 #
-# **Run time.** About 40 seconds on a 2-core machine (10 seconds with `LESSONS_FAST=1`).
+# **Run time.** From 10 seconds to about a minute on a 2-core machine, depending on its load
+# (measured 12 s at load average 2.9, 45 s at 6.7; 5–13 s with `LESSONS_FAST=1`).
 # Nothing is retrained: the curves come from the checkpoints in `docs/checkpoints/` (7–16
 # minutes of training each). Set `LESSONS_RETRAIN=1` to also train a shorter He2 Mamba
 # yourself (the package's `--quick` configuration, about 2.5 minutes more).
 #
-# **You will use** `mamba_from_scratch.icl.prompts` (`encode`, `training_examples`),
+# **You will use** `mamba_from_scratch.icl.prompts` (`encode`),
 # `mamba_from_scratch.icl.train` (`TrainConfig`, `FULL`, `QUICK`, `build_model`, `make_task`,
-# `sample_batch`, `loss_and_grads`, `train`, `schedule`, `link_blend`, `validation_set`,
-# `validation_curve`, `context_free_errors`, `gap_window`),
-# `mamba_from_scratch.optim`, `mamba_from_scratch.checkpoint.load_checkpoint`,
+# `model_forward`, `model_backward`, `loss_and_grads`, `train`, `schedule`, `link_blend`,
+# `validation_set`, `validation_curve`, `context_free_errors`, `gap_window`),
+# `mamba_from_scratch.optim` (`AdamW`, `default_no_decay`), `mamba_from_scratch.checkpoint.load_checkpoint`,
 # `mamba_from_scratch.runtime.tune_process`, `mamba_from_scratch.icl.evaluate_trained`
 # (`predict_queries`, `baseline_predict`) and `mamba_from_scratch.icl.metrics`
 # (`normalized_error`, `paired_difference`).
@@ -36,33 +39,51 @@ import os
 FAST = os.environ.get("LESSONS_FAST", "0") == "1"  # CI sets LESSONS_FAST=1 to shrink every size
 RETRAIN = os.environ.get("LESSONS_RETRAIN", "0") == "1"  # also train a --quick He2 Mamba
 SEED = 1000                                          # test prompts (icl-eval's default seed)
-DEMO_STEPS = 10 if FAST else 40                      # steps of the tiny training demo
 TEST_PROMPTS = 64 if FAST else 256                   # test prompts per task
 TEST_QUERIES = 8 if FAST else 16                     # queries per prompt
 NS = [1, 4, 16, 32] if FAST else [1, 2, 4, 8, 16, 32]  # context lengths to evaluate at
 
 # %%
-import dataclasses
-import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+import mamba_from_scratch
 from mamba_from_scratch.checkpoint import load_checkpoint
 from mamba_from_scratch.icl.evaluate_trained import baseline_predict, predict_queries
 from mamba_from_scratch.icl.metrics import normalized_error, paired_difference
-from mamba_from_scratch.icl.prompts import encode, training_examples
+from mamba_from_scratch.icl.prompts import encode
 from mamba_from_scratch.icl.train import (FULL, QUICK, TrainConfig, build_model, context_free_errors, gap_window,
-                                          link_blend, loss_and_grads, make_task, sample_batch, schedule, train,
-                                          validation_curve, validation_set)
-from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
+                                          link_blend, loss_and_grads, make_task, model_backward, model_forward,
+                                          schedule, train, validation_curve, validation_set)
+from mamba_from_scratch.optim import AdamW, default_no_decay
 from mamba_from_scratch.runtime import tune_process
 
 plt.rcParams.update({"figure.dpi": 72, "axes.grid": True, "grid.alpha": 0.3})
 tune_process()  # one BLAS thread and reused memory, as icl-train and icl-eval do (runtime.py)
-REPO = Path.cwd().parent if Path.cwd().name == "lessons" else Path.cwd()
+REPO = Path(mamba_from_scratch.__file__).resolve().parents[1]   # the checkout, wherever the lesson runs
 CKPT = REPO / "docs" / "checkpoints"
+_passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
+FROZEN = np.load("_data/10_training.npz")    # reference arrays written by lessons/_data/make_10.py
+
+
+def rel_err(a, b):
+    """max |a - b| / max |b|, with the shapes required to agree."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape, f"shape {a.shape}, expected {b.shape}"
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def names_used(f):
+    """The global and attribute names a function's code refers to (nested code included), so a
+    check can tell a function written by hand from a call of the package's answer."""
+    todo, names = [getattr(f, "__wrapped__", f).__code__], set()
+    while todo:
+        code = todo.pop()
+        names |= set(code.co_names)
+        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
+    return names
 
 # %% [markdown]
 # ## 1. The idea in words
@@ -74,10 +95,10 @@ CKPT = REPO / "docs" / "checkpoints"
 # gradient descent over many prompts (Garg et al. 2022). Two references tell us whether it
 # happened:
 #
-# * the **context-free optimum** `E[g(<β, x>) | x]` over `β` (lesson 09's task knows it in
-#   closed form): the best any model can do *without* reading the context. For He2 it is
-#   `(|x_I|²/r - 1)/√2`, which already beats the zero predictor; for an odd link such as
-#   He3 it is 0, the zero predictor itself;
+# * the **context-free optimum** `E[g(<β, x>) | x]` over `β` (the package's task knows it in
+#   closed form, `SingleIndexTask.context_free_predict`): the best any model can do
+#   *without* reading the context. For He2 it is `(|x_I|²/r - 1)/√2`, which already beats
+#   the zero predictor; for an odd link such as He3 it is 0, the zero predictor itself;
 # * **KRR** fit on the prompt's own context (lesson 07), on the full `x` and on the intrinsic
 #   coordinates (an oracle that is told the subspace).
 #
@@ -102,102 +123,204 @@ CKPT = REPO / "docs" / "checkpoints"
 #
 # ### Exercise 1: the paired encoding
 # Write `encode_paired(x, y)` for `x` of shape `(P, T, d)` and `y` of shape `(P, T)`, returning
-# the `(P, T, 2d + 2)` tokens above (float64). The check compares with the package's `encode`.
+# the `(P, T, 2d + 2)` float64 tokens above, vectorised over prompts (slices, not a loop over
+# `P`). The last label `y_T` is never shown: it is what the last token predicts. The check
+# compares with frozen tokens from the package (whose `encode` you may not call) and checks
+# causality: no token may change when its own label, or any later one, changes.
 
-# %% tags=["exercise"]
+# %% tags=["solution"]
 def encode_paired(x, y):
-    """Tokens (x_t, x_{t-1}, y_{t-1}, 1), with the first token (x_1, 0, 0, 0).
+    """Tokens (x_t, x_{t-1}, y_{t-1}, 1) for t > 1, and (x_1, 0, 0, 0) for the first.
 
     Args:
-        x: (P, T, d).  y: (P, T).
+        x: (P, T, d) inputs.  y: (P, T) labels.
     Returns:
-        (P, T, 2 d + 2).
+        tokens: (P, T, 2 d + 2) float64.
     """
-    raise NotImplementedError("Exercise 1: write encode_paired")
-
-# %% tags=["solution"]
-def encode_paired(x, y):
-    """The paired encoding (see the exercise), one token at a time for clarity."""
+    ### BEGIN SOLUTION
     P, T, d = x.shape
     tokens = np.zeros((P, T, 2 * d + 2))
-    for t in range(T):
-        tokens[:, t, :d] = x[:, t]
-        if t > 0:
-            tokens[:, t, d:2 * d] = x[:, t - 1]
-            tokens[:, t, 2 * d] = y[:, t - 1]
-            tokens[:, t, 2 * d + 1] = 1.0
+    tokens[:, :, :d] = x
+    tokens[:, 1:, d:2 * d] = x[:, :-1]                   # the previous example's input...
+    tokens[:, 1:, 2 * d] = y[:, :-1]                     # ...its label...
+    tokens[:, 1:, 2 * d + 1] = 1.0                       # ...and a flag: "a previous example exists"
     return tokens
+    ### END SOLUTION
 
-# %% tags=["check"]
-r_chk = np.random.default_rng(0)
-x_chk, y_chk = r_chk.standard_normal((3, 5, 4)), r_chk.standard_normal((3, 5))
-assert np.array_equal(encode_paired(x_chk, y_chk), encode(x_chk, y_chk, dtype=np.float64))
-assert not np.any(encode_paired(x_chk, y_chk)[:, :, 8] == y_chk), "token t must not show y_t"
-print("exercise 1 passed: the loop equals the package's encode")
+# %% tags=["check", "points=2"]
+_passed["10.1"] = False
+_x, _y = FROZEN["enc_x"], FROZEN["enc_y"]                # (3, 5, 4), (3, 5)
+_tok = encode_paired(_x, _y)
+assert np.shape(_tok) == (3, 5, 10), f"tokens have shape (P, T, 2 d + 2) = (3, 5, 10); got {np.shape(_tok)}"
+assert np.array_equal(_tok[:, 0], np.concatenate([_x[:, 0], np.zeros((3, 6))], axis=1)), "token 1 is (x_1, 0, 0, 0)"
+assert np.array_equal(_tok[:, 3, 4:8], _x[:, 2]) and np.array_equal(_tok[:, 3, 8], _y[:, 2]), \
+    "token 4 carries x_3 and y_3"
+_y_later = _y.copy()
+_y_later[:, 2:] += 1.0                                    # change y_3, y_4, y_5
+assert np.array_equal(encode_paired(_x, _y_later)[:, :3], _tok[:, :3]), "tokens 1..3 must not see y_3 or later"
+assert "encode" not in names_used(encode_paired), "build the tokens yourself, without the package's encode"
+### BEGIN HIDDEN TESTS
+assert np.array_equal(_tok, FROZEN["enc_tokens"]), "against the frozen package tokens"
+assert np.array_equal(encode_paired(FROZEN["enc_x2"], FROZEN["enc_y2"]), FROZEN["enc_tokens2"]), "d = 1"
+### END HIDDEN TESTS
+_passed["10.1"] = True
+print("exercise 10.1 passed: your tokens equal the package's, and no token sees its own label")
+
+# %% tags=["fallback"]
+if not _passed["10.1"]:
+    def encode_paired(x, y):
+        """Reference: the package's encode in float64."""
+        return encode(x, y, dtype=np.float64)
+    print("exercise 10.1 not solved yet: the rest of the lesson uses the reference")
 
 # %% [markdown]
-# ## 3. One training step, and the loop
+# ## 3. One training step
 #
 # One step: draw a fresh batch of prompts (`sample_batch`, seeded by the step so a run is
-# reproducible and resumable), forward and hand-written backward through the model
-# (`loss_and_grads`: the mean squared error over all prefix positions), clip the gradient's
-# global norm, and take an AdamW step with a warmup + cosine learning rate. The package's
-# `train` does exactly this plus validation, logging, checkpoints and a divergence guard.
+# reproducible and resumable), encode them, run the model forward, take the mean squared error
+# over all `T = N + 1` prefix positions, run the hand-written backward (lesson 06), and update
+# the parameters with AdamW (Loshchilov & Hutter 2019):
 #
-# ### Exercise 2: the training loop by hand
-# Write `train_by_hand(tc)` that builds the model with `build_model(tc)`, creates
-# `AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)`, and for `step = 0..tc.steps-1`
-# samples the batch, computes loss and gradients, clips them to `tc.max_grad_norm` and steps the
-# optimizer with `lr = cosine_lr(step, tc.steps, tc.lr, tc.warmup, tc.lr * tc.lr_min_frac)`.
-# Return the final parameters and the list of losses. The check runs the package's `train` on
-# the same tiny configuration and compares the parameters.
-
-# %% tags=["exercise"]
-def train_by_hand(tc):
-    """The training loop without validation or checkpoints.
-
-    Returns:
-        params (dict), losses (list of floats, one per step).
-    """
-    raise NotImplementedError("Exercise 2: write train_by_hand")
+# $$\mathcal L = \frac{1}{PT}\sum_{p,t}(\hat y_{pt} - y_{pt})^2, \qquad
+# \frac{\partial \mathcal L}{\partial \hat y_{pt}} = \frac{2(\hat y_{pt} - y_{pt})}{PT},$$
+#
+# $$m \leftarrow \beta_1 m + (1-\beta_1) g, \quad v \leftarrow \beta_2 v + (1-\beta_2) g^2, \quad
+# \theta \leftarrow \theta - \text{lr}\left(\frac{m/(1-\beta_1^t)}{\sqrt{v/(1-\beta_2^t)} + \epsilon} + \lambda\,\theta\right),$$
+#
+# where `t` counts the steps taken including this one (`t = 1` on the first), and the weight
+# decay `λθ` is applied only where `default_no_decay(key)` is False (not to biases, norm gains,
+# `A_log` and `D`). The package's `train` adds gradient clipping, the warmup-cosine learning
+# rate, validation, checkpoints and a divergence guard around this step; lesson 06b had you
+# write such a loop and watch a small Mamba learn in-context linear regression.
+#
+# | name | shape | meaning |
+# |---|---|---|
+# | `params`, `grads`, `m`, `v` | dicts of arrays, keyed by state-dict names | parameters, `∂L/∂θ`, Adam moments |
+# | `model_forward(params, cfg, tokens, "numpy")` | `tokens (P, T, d_in) -> out (P, T, 1), cache` | the package's model |
+# | `model_backward(dout, cache)` | `dout (P, T, 1) -> grads` | its hand-written backward |
+# | prediction of `y_t` | `out[:, t - 1, 0]` | the paired encoding predicts at every token |
+#
+# ### Exercise 2: one training step
+# Write `training_step(params, cfg, x, y, m, v, t, lr, weight_decay)`: encode with your
+# `encode_paired`, forward, loss, backward, and the AdamW update above, returning the loss,
+# the gradients, and **new** dicts of parameters and moments (leave the inputs unchanged).
+# You wrote the update (06b.1) and the loss with its upstream gradient (06b.2) in lesson 06b;
+# new here are the paired tokens, the prediction at every prefix, and the weight-decay
+# exemptions of a real run. The check runs it on a small float64 Mamba and compares the
+# gradient with central finite differences of your loss, and everything with frozen arrays
+# from the package (`loss_and_grads` and `AdamW.step` on the same model and batch; your step
+# may call neither).
 
 # %% tags=["solution"]
-def train_by_hand(tc):
-    """The training loop (see the exercise)."""
-    task = make_task(tc)
-    cfg, params = build_model(tc)
-    opt = AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    losses = []
-    for step in range(tc.steps):
-        x, y = sample_batch(tc, task, step)
-        loss, grads, _ = loss_and_grads(params, cfg, x, y, tc.encoding, tc.backend)
-        clip_grad_norm(grads, tc.max_grad_norm)
-        opt.step(params, grads, lr=cosine_lr(step, tc.steps, tc.lr, tc.warmup, tc.lr * tc.lr_min_frac))
-        losses.append(loss)
-    return params, losses
+def training_step(params, cfg, x, y, m, v, t, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
+    """One step of training on a batch of example sequences.
 
-# %% tags=["check"]
-tiny = TrainConfig(model="mamba", link="he1", d=4, r=2, N=8, steps=DEMO_STEPS, batch=16, lr=3e-3, warmup=5,
-                   d_model=8, n_layer=1, d_state=4, eval_every=DEMO_STEPS, ckpt_every=DEMO_STEPS, n_val=16,
-                   log_every=1, backend="numpy")
-params_hand, losses_hand = train_by_hand(tiny)
-with tempfile.TemporaryDirectory() as tmp:
-    result = train(tiny, tmp, progress=False)
-assert result["status"] == "done"
-assert np.allclose([row[1] for row in result["log"]], losses_hand, rtol=1e-6)
-assert all(np.allclose(params_hand[k], result["params"][k], rtol=1e-5, atol=1e-7) for k in params_hand)
-print(f"exercise 2 passed: your loop == the package's train over {DEMO_STEPS} steps; "
-      f"loss {losses_hand[0]:.3f} -> {losses_hand[-1]:.3f}")
+    Args:
+        params: dict of arrays.  cfg: the model's config.  x: (P, T, d).  y: (P, T) labels.
+        m, v: dicts of Adam moments (the keys and shapes of params).  t: int >= 1, this step's count.
+        lr, weight_decay: floats.  betas, eps: Adam's constants.
+    Returns:
+        loss (float), grads (dict), new_params (dict), new_m (dict), new_v (dict).
+    """
+    ### BEGIN SOLUTION
+    P, T = y.shape
+    out, cache = model_forward(params, cfg, encode_paired(x, y), "numpy")   # (P, T, 1)
+    err = out[:, :, 0] - y                                                 # (P, T)
+    loss = float(np.mean(err ** 2))
+    dout = (2.0 / err.size * err)[:, :, None]                              # (P, T, 1)
+    grads = model_backward(dout, cache)
+    b1, b2 = betas
+    new_params, new_m, new_v = {}, {}, {}
+    for k, g in grads.items():
+        new_m[k] = b1 * m[k] + (1 - b1) * g
+        new_v[k] = b2 * v[k] + (1 - b2) * g ** 2
+        update = (new_m[k] / (1 - b1 ** t)) / (np.sqrt(new_v[k] / (1 - b2 ** t)) + eps)
+        if not default_no_decay(k):
+            update = update + weight_decay * params[k]                   # decoupled: not through m and v
+        new_params[k] = params[k] - lr * update
+    return loss, grads, new_params, new_m, new_v
+    ### END SOLUTION
+
+# %% tags=["check", "points=4"]
+_passed["10.2"] = False
+_tc = TrainConfig(model="mamba", link="he1", d=3, r=2, N=4, batch=3, d_model=8, n_layer=1, d_state=4, backend="numpy")
+_cfg = build_model(_tc, dtype=np.float64)[0]                     # the architecture; the weights come frozen
+_keys = [k[2:] for k in FROZEN.files if k.startswith("p.")]
+_p = {k: FROZEN["p." + k].copy() for k in _keys}
+_m0 = {k: FROZEN["m." + k].copy() for k in _keys}
+_v0 = {k: FROZEN["v." + k].copy() for k in _keys}
+_xs, _ys = FROZEN["step_x"], FROZEN["step_y"]                    # (3, 5, 3), (3, 5)
+_res = training_step(_p, _cfg, _xs, _ys, _m0, _v0, 3, 1e-2, 0.1)
+assert len(_res) == 5, "return loss, grads, new_params, new_m, new_v"
+_loss, _g, _newp, _newm, _newv = _res
+assert all(np.array_equal(_p[k], FROZEN["p." + k]) for k in _keys), "training_step must not modify params in place"
+assert set(_g) == set(_keys) and set(_newp) == set(_keys), "grads and new params are keyed like params"
+assert "encode_paired" in names_used(training_step), "encode the batch with your encode_paired"
+assert not names_used(training_step) & {"loss_and_grads", "AdamW", "encode"}, \
+    "write the loss and the update yourself (model_forward and model_backward are given)"
+_r = np.random.default_rng(7)
+for _k in ("read_in.weight", "layers.0.mixer.x_proj.weight", "layers.0.mixer.A_log", "read_out.bias"):
+    for _ in range(2):                                            # two random entries of each
+        _i = tuple(_r.integers(n) for n in _p[_k].shape)
+        _pp = {k: a.copy() for k, a in _p.items()}
+        _pm = {k: a.copy() for k, a in _p.items()}
+        _pp[_k][_i] += 1e-6
+        _pm[_k][_i] -= 1e-6
+        _fd = (training_step(_pp, _cfg, _xs, _ys, _m0, _v0, 3, 1e-2, 0.1)[0]
+               - training_step(_pm, _cfg, _xs, _ys, _m0, _v0, 3, 1e-2, 0.1)[0]) / 2e-6
+        assert abs(_g[_k][_i] - _fd) < 1e-6 * max(1.0, abs(_fd)), f"d loss / d {_k}{_i}: {_g[_k][_i]} vs FD {_fd}"
+### BEGIN HIDDEN TESTS
+assert abs(_loss - float(FROZEN["step_loss"])) < 1e-10 * float(FROZEN["step_loss"]), "loss against the frozen value"
+for _k in _keys:
+    assert rel_err(_g[_k], FROZEN["g." + _k]) < 1e-8, f"gradient of {_k} against the frozen package gradient"
+    assert rel_err(_newm[_k], FROZEN["newm." + _k]) < 1e-8, f"first moment of {_k}"
+    assert rel_err(_newv[_k], FROZEN["newv." + _k]) < 1e-8, f"second moment of {_k}"
+    assert rel_err(_newp[_k], FROZEN["new." + _k]) < 1e-10, f"updated {_k} (bias correction? weight decay only where default_no_decay is False?)"
+### END HIDDEN TESTS
+_passed["10.2"] = True
+print(f"exercise 10.2 passed: one AdamW step on a {sum(a.size for a in _p.values())}-parameter Mamba matches "
+      f"finite differences and the frozen package step (loss {_loss:.4f})")
+
+# %% tags=["fallback"]
+if not _passed["10.2"]:
+    def training_step(params, cfg, x, y, m, v, t, lr, weight_decay, betas=(0.9, 0.999), eps=1e-8):
+        """Reference: the package's loss_and_grads, then one AdamW.step on copies of params, m, v."""
+        loss, grads, _ = loss_and_grads(params, cfg, x, y, "paired", "numpy")
+        new_params = {k: a.copy() for k, a in params.items()}
+        opt = AdamW(new_params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+        opt.m = {k: a.astype(np.float64) for k, a in m.items()}
+        opt.v = {k: a.astype(np.float64) for k, a in v.items()}
+        opt.t = t - 1
+        opt.step(new_params, grads)
+        return loss, grads, new_params, opt.m, opt.v
+    print("exercise 10.2 not solved yet: the rest of the lesson uses the reference")
 
 # %% [markdown]
-# The tiny model above trains in seconds on He1 (the linear link) but is far too small and
-# too short to learn anything interesting. The committed runs use the package's `--full`
-# configuration: `d = 16` and 32, `r = 8`, `N = 32`, `d_model = 32`, 2 layers (about 21k
-# parameters), batch 64, 20,000 steps.
+# The package's `loss_and_grads` (what `train` calls, with `AdamW.step` after it) computes
+# the same loss and gradients; the committed runs do it in float32, and with the float64
+# weights of the check it agrees with your step to round-off:
+
+# %%
+tc_step = TrainConfig(model="mamba", link="he1", d=3, r=2, N=4, batch=3, d_model=8, n_layer=1, d_state=4,
+                      backend="numpy")
+cfg_step = build_model(tc_step, dtype=np.float64)[0]
+params_step = {k[2:]: FROZEN[k] for k in FROZEN.files if k.startswith("p.")}
+moments = ({k: FROZEN["m." + k] for k in params_step}, {k: FROZEN["v." + k] for k in params_step})
+loss_mine, grads_mine = training_step(params_step, cfg_step, FROZEN["step_x"], FROZEN["step_y"], *moments,
+                                      3, 1e-2, 0.1)[:2]
+loss_pkg, grads_pkg, _ = loss_and_grads(params_step, cfg_step, FROZEN["step_x"], FROZEN["step_y"], "paired", "numpy")
+grad_diff = max(rel_err(grads_mine[k], grads_pkg[k]) for k in grads_pkg)
+print(f"loss: yours {loss_mine:.12f}, package {loss_pkg:.12f}; largest relative gradient difference {grad_diff:.1e}")
+assert abs(loss_mine - loss_pkg) < 1e-12 and grad_diff < 1e-10
+
+# %% [markdown]
+# The committed runs use the package's `--full` configuration: `d = 16` and 32, `r = 8`,
+# `N = 32`, `d_model = 32`, 2 layers (about 21k parameters), batch 64, 20,000 steps, 7–16
+# minutes each on one core: far beyond this lesson's budget, so we load their checkpoints.
 #
 # ## 4. Why He2 is hard, and two curricula
 #
-# With exactly this loop, the same Mamba trained on He2 for 40,000 steps (2.56 million
+# With exactly this step, the same Mamba trained on He2 for 40,000 steps (2.56 million
 # prompts) learned the context-free optimum and nothing more: its error was flat in `N`.
 # He1 is easy by comparison: in-context *linear* regression, where the label-weighted sum
 # `Σ_j y_j x_j` already points at `β`, so a model that keeps such a running sum in its state
@@ -224,58 +347,83 @@ print(f"exercise 2 passed: your loop == the package's train over {DEMO_STEPS} st
 # * **Garg et al.'s curriculum** (`curriculum_steps`): the prompts start with `N_start = 8`
 #   examples and only the `r` relevant coordinates of `x` switched on (the others are zero),
 #   and both grow linearly to `(N, d)`. Without it the He3 Mamba at `d = 32` switched its
-#   read-out off (it predicted 0) in two runs with different seeds.
+#   read-out off (it predicted 0) in two runs with different seeds (0 and 1).
+#
+# **What the seed check found** (`docs/results_icl_trained.md`, "Seed check": the same `--full`
+# runs rerun with `--seed 1`, a new initialization and prompt stream). With both curricula,
+# seed 0 of the He3 `d = 32` Mamba learns (validation gap to the context-free optimum
+# −0.235 ± 0.048), but seed 1 **collapses** to a zero output all the same (gap +0.000,
+# read-out norm 0.022). He2 at `d = 16` (−0.225) and He3 at `d = 16` (−0.294) learn again with
+# seed 1. A longer link curriculum (`--link-curriculum-steps 4000`) rescued the collapsed seed
+# (−0.295 ± 0.051 at step 20,000); `--weight-decay 0` did not. So the curricula do not prevent
+# the collapse: without the curriculum over `N` and `d` both seeds collapsed, with it one of
+# two, and two seeds cannot say how often it happens. (The He3 linear-attention TF at `d = 16`
+# collapses with seed 1 too, read-out norm 0.019: its failure is not a one-seed accident.)
 #
 # ### Exercise 3: the link curriculum
 # Write `blend(step, K)`, the weight `λ` of the target link at a training step (1 when `K = 0`:
 # no curriculum), and `blended_labels(z, noise, g, lam)`, the labels above for indices `z`,
-# noise `ζ` and a link `g` (a callable). The check compares `blend` with the package's
-# `link_blend`, then rebuilds three training batches of a `TrainConfig` with a link
-# curriculum from the prompt stream `sample_batch` draws from (`default_rng([seed, 1, step])`,
-# the step-seeded stream of section 3, documented in `train.py`) and compares your labels with
-# `sample_batch`'s.
+# noise `ζ` and a link `g` (a callable, elementwise). The check compares `blend` with the
+# schedule's closed form and `blended_labels` with frozen training batches of a `TrainConfig`
+# with a 100-step link curriculum (the labels `sample_batch` drew at steps 0, 40 and 100),
+# and checks the scale-keeping property `E[y²] = 1 + τ²`. (The package's `link_blend` is
+# this lesson's reference below; your functions may not call it.)
 
-# %% tags=["exercise"]
+# %% tags=["solution"]
 def blend(step, K):
-    """lam = step / K during the first K steps, then 1; always 1 when K = 0."""
-    raise NotImplementedError("Exercise 3: write blend")
+    """The link's weight lam at a training step.
+
+    Args:
+        step: int >= 0.  K: int >= 0, the curriculum's length (0: none).
+    Returns:
+        lam: float, step / K during the first K steps, then 1; always 1 when K = 0.
+    """
+    ### BEGIN SOLUTION
+    return 1.0 if K == 0 or step >= K else step / K
+    ### END SOLUTION
 
 
 def blended_labels(z, noise, g, lam):
     """sqrt(1 - lam) z + sqrt(lam) g(z) + noise.
 
     Args:
-        z, noise: arrays of the same shape.  g: the link (elementwise).  lam: in [0, 1].
+        z, noise: arrays of the same shape (P, T).  g: the link (elementwise).  lam: in [0, 1].
     Returns:
-        labels, same shape as z.
+        labels: (P, T).
     """
-    raise NotImplementedError("Exercise 3: write blended_labels")
-
-# %% tags=["solution"]
-def blend(step, K):
-    """The link's weight at this step (see the exercise)."""
-    return 1.0 if K == 0 or step >= K else step / K
-
-
-def blended_labels(z, noise, g, lam):
-    """He1 blended into the link g, plus the task's noise (see the exercise)."""
+    ### BEGIN SOLUTION
     return np.sqrt(1.0 - lam) * z + np.sqrt(lam) * g(z) + noise
+    ### END SOLUTION
 
-# %% tags=["check"]
-tc_lc = TrainConfig(link="he2", d=6, r=3, N=5, batch=8, link_curriculum_steps=100)
-task_lc = make_task(tc_lc)
-for step in (0, 1, 37, 99, 100, 250):
-    assert blend(step, 100) == link_blend(tc_lc, step), f"blend({step}, 100)"
-assert blend(7, 0) == 1.0 == link_blend(dataclasses.replace(tc_lc, link_curriculum_steps=0), 7)
-for step in (0, 40, 100):
-    prompts = task_lc.sample(np.random.default_rng([tc_lc.seed, 1, step]), tc_lc.batch, tc_lc.N, 1)
-    x, y_link = training_examples(prompts)                             # (b, N + 1, d), (b, N + 1)
-    z = np.einsum("ptd,pd->pt", x, prompts.beta)                       # (b, N + 1)
-    noise = y_link - task_lc.link(z)                                   # the task's noise: ±tau
-    x_pkg, y_pkg = sample_batch(tc_lc, task_lc, step)
-    assert np.array_equal(x, x_pkg)
-    assert np.allclose(blended_labels(z, noise, task_lc.link, blend(step, 100)), y_pkg), f"labels at step {step}"
-print("exercise 3 passed: blend == link_blend and your labels == sample_batch's")
+# %% tags=["check", "points=2"]
+_passed["10.3"] = False
+for _step, _lam in ((0, 0.0), (1, 0.01), (37, 0.37), (99, 0.99), (100, 1.0), (250, 1.0)):
+    assert abs(blend(_step, 100) - _lam) < 1e-15, f"blend({_step}, 100) should be {_lam}, got {blend(_step, 100)}"
+assert blend(7, 0) == 1.0, "K = 0: no curriculum, lam = 1 at every step"
+_he2 = make_task(TrainConfig(link="he2", d=6, r=3)).link               # (z^2 - 1) / sqrt(2)
+_zz = np.array([[0.0, 1.0, -2.0], [0.5, 3.0, -1.0]])
+assert np.abs(blended_labels(_zz, 0 * _zz, _he2, 0.0) - _zz).max() < 1e-15, "lam = 0: the labels are z (He1)"
+assert np.shape(blended_labels(_zz, 0 * _zz, _he2, 0.5)) == (2, 3), "labels have the shape of z"
+assert not (names_used(blend) | names_used(blended_labels)) & {"link_blend", "sample_batch"}, \
+    "write the schedule and the blend yourself, without link_blend or sample_batch"
+### BEGIN HIDDEN TESTS
+for _step in (0, 40, 100):
+    _lab = blended_labels(FROZEN[f"lc_z_{_step}"], FROZEN[f"lc_noise_{_step}"], _he2, blend(_step, 100))
+    assert rel_err(_lab, FROZEN[f"lc_y_{_step}"]) < 1e-12, f"labels at step {_step} against the frozen sample_batch"
+_rb = np.random.default_rng(3)
+_zb = _rb.standard_normal((1000, 1000))
+_m2 = np.mean(blended_labels(_zb, 0.1 * _rb.choice([-1.0, 1.0], size=_zb.shape), _he2, 0.3) ** 2)
+assert abs(_m2 - 1.01) < 0.02, f"E[y^2] = 1 + tau^2 at every lam; got {_m2:.4f}"
+### END HIDDEN TESTS
+_passed["10.3"] = True
+print("exercise 10.3 passed: blend follows the schedule and your labels equal sample_batch's")
+
+# %% tags=["fallback"]
+if not _passed["10.3"]:
+    def blended_labels(z, noise, g, lam):
+        """Reference: the blend as the package's train.sample_batch computes it."""
+        return np.sqrt(1.0 - lam) * z + np.sqrt(lam) * g(z) + noise
+    print("exercise 10.3 not solved yet: the rest of the lesson uses the reference")
 
 # %% [markdown]
 # What the labels look like as `λ` grows (noiseless, as a function of `z`), and the two
@@ -564,15 +712,18 @@ plt.show()
 # ## Summary
 # * A prompt becomes `N + 1` tokens `(x_t, x_{t-1}, y_{t-1}, 1)`; one pass trains every
 #   prefix length.
-# * A training step is sample → forward → hand-written backward → clip → AdamW with a
-#   warmup-cosine schedule; `train` adds validation, checkpoints and a divergence guard.
+# * A training step is sample → encode → forward → loss → hand-written backward → AdamW
+#   (bias-corrected moments, decoupled weight decay); `train` adds clipping, the
+#   warmup-cosine schedule, validation, checkpoints and a divergence guard.
 # * Whether a model learned *in context* is decided against the context-free optimum, paired
 #   on the same prompts.
 # * He2 and He3 labels carry no linear signal about `β`; trained directly on He2 labels the
 #   Mamba stops at the context-free optimum. The **link curriculum** (labels blended from He1
 #   into the link, `E[y²]` constant) gets it past: the He2 control without it stays on the
-#   optimum. In our runs Garg et al.'s curriculum over `N` and the active dimensions is what
-#   kept the He3 Mamba at `d = 32` from switching its output off.
+#   optimum. In our runs Garg et al.'s curriculum over `N` and the active dimensions kept
+#   the seed-0 He3 Mamba at `d = 32` from switching its output off, but the seed check
+#   found seed 1 collapsing even with both curricula (rescued by a 4,000-step link
+#   curriculum): the recipe is seed-dependent there.
 # * On test prompts at `N = 32` (paired, error minus the context-free optimum's): the Mamba
 #   −0.16 (He2) and −0.39 / −0.19 (He3, `d = 16` / 32); the linear-attention TF −0.45 on
 #   He2, better than the Mamba and than KRR told the subspace, and 0 on He3, where it never
