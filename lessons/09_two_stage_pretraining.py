@@ -11,7 +11,7 @@
 # gated statistic `h`, the readout `h^T(γ ⊙ φ(x))`, product vs normalized gate).
 #
 # **Run time.** A few seconds to a minute on a 2-core machine, depending on its load (measured
-# 4 s at load average 0.7 and 38 s at 6.1; about 1 s of compute with `LESSONS_FAST=1`).
+# 4 s at load average 0.7 and 38 s at 6.1; 1–7 s with `LESSONS_FAST=1`).
 # The full-size results (r = 8, d = 16 and 32, N up to 4096) come from
 # `python -m mamba_from_scratch icl-theory` and are in `docs/results_icl_theory.md`; this
 # lesson reruns a small version.
