@@ -5,22 +5,29 @@ Layout of the file:
     arrays/<name>    optional extra arrays (optimizer moments, RNG state, ...)
     meta             a JSON string: {"config_class", "config", "extra"}
 
-Writes are atomic (a temporary file in the same folder, then ``os.replace``), so a run
-killed mid-save leaves the previous checkpoint intact. Loading checks every key and shape
-against the config, so a file from another model size fails with a clear message.
+Writes are atomic (a temporary ``.tmp-*.npz`` in the same folder, then ``os.replace``), so
+a run killed mid-save leaves the previous checkpoint intact. Only SIGKILL (or a power cut)
+can leave the temporary behind; :func:`remove_stale_temporaries` deletes such leftovers and
+the training command calls it when a run starts or resumes. Loading checks everything it
+reads: a file that is not a checkpoint (truncated, another format, bad metadata, a config
+or parameters that do not match) is a ValueError naming the path and the problem.
 """
 from __future__ import annotations
 
+import glob
 import importlib
 import json
 import os
 import tempfile
+import zipfile
+import zlib
 
 import numpy as np
 
 from .model import MambaConfig, check_params
 
 CONFIG_CLASSES = {"MambaConfig": MambaConfig}
+TMP_PREFIX = ".tmp-"  # save_checkpoint's temporaries: <folder>/.tmp-XXXXXXXX.npz
 # The package's other model configs and the modules that register them, imported on demand
 # so that load_checkpoint works without the caller importing the model's module first.
 CONFIG_MODULES = {"LinearTFConfig": "mamba_from_scratch.linear_attention"}
@@ -44,7 +51,7 @@ def save_checkpoint(path, params, cfg, extra=None, arrays=None):
     payload["meta"] = np.array(json.dumps(meta))
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
@@ -55,26 +62,90 @@ def save_checkpoint(path, params, cfg, extra=None, arrays=None):
         raise
 
 
+def remove_stale_temporaries(folder):
+    """Delete the ``.tmp-*.npz`` files a killed :func:`save_checkpoint` left in ``folder``.
+
+    Call it only where no other process is saving into the same folder (one run per
+    folder). Returns the paths removed.
+    """
+    removed = []
+    for tmp in sorted(glob.glob(os.path.join(glob.escape(os.fspath(folder)), TMP_PREFIX + "*.npz"))):
+        try:
+            os.unlink(tmp)
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+# What NumPy and zipfile raise for files that are not (complete) .npz archives.
+_READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, ValueError, KeyError, TypeError)
+
+
 def load_checkpoint(path):
     """Read a file written by :func:`save_checkpoint`.
 
     Returns:
         params (dict), cfg (the config dataclass), extra (dict), arrays (dict).
     Raises:
-        ValueError if the file is not a checkpoint or its parameters do not match its config.
+        ValueError naming the path if the file is missing, is not a complete checkpoint
+        archive, has unreadable metadata, or its parameters do not match its config.
     """
-    with np.load(path, allow_pickle=False) as f:
-        if "meta" not in f.files:
-            raise ValueError(f"path {path!r} is not a checkpoint: it has no 'meta' entry")
-        meta = json.loads(str(f["meta"]))
-        params = {k[7:]: f[k] for k in f.files if k.startswith("params/")}
-        arrays = {k[7:]: f[k] for k in f.files if k.startswith("arrays/")}
-    name = meta.get("config_class")
+    where = f"checkpoint {os.fspath(path)!r}"
+
+    def bad(problem):
+        return ValueError(f"{where}: {problem}")
+
+    if not os.path.exists(path):
+        raise bad("no such file")
+    if os.path.isdir(path):
+        raise bad("is a folder, not a file")
+    try:
+        f = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickled" in str(e):  # neither an .npz (zip) nor an .npy: NumPy would try pickle
+            raise bad("is not a NumPy .npz archive (a text file or another format?)") from None
+        raise bad(f"cannot be read as an .npz archive ({e})") from None
+    except _READ_ERRORS as e:
+        raise bad(f"cannot be read (truncated or not an .npz archive?): {type(e).__name__}: {e}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise bad("is a single .npy array, not a checkpoint (.npz archive)")
+    try:
+        with f:
+            if "meta" not in f.files:
+                raise bad("is not a checkpoint: it has no 'meta' entry")
+            meta_text = str(f["meta"])
+            params = {k[7:]: f[k] for k in f.files if k.startswith("params/")}
+            arrays = {k[7:]: f[k] for k in f.files if k.startswith("arrays/")}
+    except ValueError as e:
+        if str(e).startswith(where):
+            raise
+        raise bad(f"has an entry that cannot be read ({e})") from None
+    except _READ_ERRORS as e:
+        raise bad(f"cannot be read (truncated?): {type(e).__name__}: {e}") from None
+    try:
+        meta = json.loads(meta_text)
+    except json.JSONDecodeError as e:
+        raise bad(f"its 'meta' entry is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise bad(f"its 'meta' entry must be a JSON object, got {type(meta).__name__}")
+    for key, kind in (("config_class", str), ("config", dict), ("extra", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise bad(f"its meta has no {kind.__name__} {key!r}")
+    name = meta["config_class"]
     if name not in CONFIG_CLASSES and name in CONFIG_MODULES:
         importlib.import_module(CONFIG_MODULES[name])                   # registers the class
     cls = CONFIG_CLASSES.get(name)
     if cls is None:
-        raise ValueError(f"checkpoint config_class {name!r} is not one of {sorted(CONFIG_CLASSES)}")
-    cfg = cls(**meta["config"])
-    check_params(params, cfg)
+        raise bad(f"config_class {name!r} is not one of {sorted(CONFIG_CLASSES)}")
+    try:
+        cfg = cls(**meta["config"])
+    except TypeError as e:
+        raise bad(f"its {name} config does not fit the class ({e})") from None
+    except ValueError as e:
+        raise bad(f"its {name} config is invalid: {e}") from None
+    try:
+        check_params(params, cfg)
+    except ValueError as e:
+        raise bad(str(e)) from None
     return params, cfg, meta["extra"], arrays

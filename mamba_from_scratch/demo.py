@@ -11,13 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 from tqdm import tqdm
 
 from .model import MambaConfig, init_params, model_backward, model_forward
-from .optim import AdamW, clip_grad_norm, cosine_lr
+from .optim import AdamW, TrainingDiverged, clip_grad_norm, cosine_lr, nonfinite_report
 from .runtime import tune_process
+from .scan import BACKENDS, resolve_backend
+from .validate import check_choice, check_output_dir, check_positive_float, check_positive_int
 
 
 def linear_regression_prompts(rng, b, n_examples, d, dtype=np.float32):
@@ -40,7 +43,11 @@ def train(cfg, steps, batch, n_examples, d, lr, seed, backend="numba", progress=
     Returns:
         params, losses (per step), per_position (mean squared error per example index on
         held-out prompts after training).
+    Raises:
+        TrainingDiverged (with ``losses`` attached) at the first non-finite loss, gradient
+        or parameter; the update that would spread it is not applied.
     """
+    steps = check_positive_int("steps", steps)
     rng = np.random.default_rng(seed)
     params = init_params(cfg, rng)
     opt = AdamW(params, lr=lr, weight_decay=0.01)
@@ -50,12 +57,20 @@ def train(cfg, steps, batch, n_examples, d, lr, seed, backend="numba", progress=
         tokens, y = linear_regression_prompts(rng, batch, n_examples, d)
         out, cache = model_forward(params, cfg, tokens, backend)
         err = out[..., 0] - y                                                   # (b, N)
-        loss = float(np.mean(err ** 2))
-        if not np.isfinite(loss):
-            raise RuntimeError(f"training diverged at step {step} (loss {loss})")
-        grads, _ = model_backward((2.0 / err.size * err)[..., None], cache)
-        clip_grad_norm(grads, 1.0)
-        opt.step(params, grads, lr=cosine_lr(step, steps, lr, warmup=steps // 20))
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss = float(np.mean(err ** 2))
+        grads = model_backward((2.0 / err.size * err)[..., None], cache)[0] if np.isfinite(loss) else None
+        bad = nonfinite_report(loss, grads)
+        if bad is None:
+            clip_grad_norm(grads, 1.0)
+            opt.step(params, grads, lr=cosine_lr(step, steps, lr, warmup=steps // 20))
+            bad = nonfinite_report(params=params)
+            bad = bad and f"after the update, {bad}"
+        if bad is not None:
+            bar.close()
+            error = TrainingDiverged(step, bad)
+            error.losses = np.array(losses)
+            raise error
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
     tokens, y = linear_regression_prompts(np.random.default_rng(seed + 1), 512, n_examples, d)
@@ -104,15 +119,33 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default="numba", help="selective-scan backend: numpy, numba, cuda, auto")
     args = ap.parse_args(argv)
-    for name in ("steps", "batch", "examples", "d"):
-        if getattr(args, name) < 1:
-            ap.error(f"--{name} must be >= 1")
+    # Everything is checked before training, so nothing fails after the compute is spent.
+    for name in ("steps", "batch", "examples", "d", "d_model", "n_layer"):
+        check_positive_int(f"--{name.replace('_', '-')}", getattr(args, name))
+    if args.examples < args.d:
+        raise ValueError(f"--examples must be >= --d ({args.d}): the report reads the error at example d, "
+                         f"where d examples determine w; got {args.examples}")
+    check_positive_float("--lr", args.lr)
+    check_positive_int("--seed", args.seed, minimum=0)
+    check_choice("--backend", args.backend, BACKENDS)
+    resolve_backend(args.backend)
+    check_output_dir("--out", args.out)
 
     tune_process()
     cfg = MambaConfig(d_model=args.d_model, n_layer=args.n_layer, d_in=args.d + 1, d_out=1)
-    _, losses, per_position = train(cfg, args.steps, args.batch, args.examples, args.d, args.lr,
-                                    args.seed, args.backend)
-    os.makedirs(args.out, exist_ok=True)
+    summary_path = os.path.join(args.out, "train_summary.json")
+    try:
+        _, losses, per_position = train(cfg, args.steps, args.batch, args.examples, args.d, args.lr,
+                                        args.seed, args.backend)
+    except TrainingDiverged as e:
+        message = f"{e}; the demo writes no checkpoint, so nothing was saved but {summary_path}"
+        with open(summary_path, "w") as f:
+            json.dump({"status": "diverged", "step": e.step, "message": message, "args": vars(args),
+                       "losses": e.losses.tolist()}, f, indent=1)
+        print(f"training diverged: {message}", file=sys.stderr)
+        return 1
+    with open(summary_path, "w") as f:
+        json.dump({"status": "done", "step": args.steps, "message": "", "args": vars(args)}, f, indent=1)
     png = os.path.join(args.out, "loss_curve.png")
     plot(losses, per_position, args.d, png)
     k = max(1, args.steps // 20)

@@ -1,4 +1,5 @@
-"""AdamW, global-norm gradient clipping and a warmup + cosine learning-rate schedule.
+"""AdamW, global-norm gradient clipping, a warmup + cosine learning-rate schedule, and the
+divergence check the training loops share.
 
 Parameters and gradients are flat ``dict[str, np.ndarray]`` with the same keys; the
 optimizer updates the parameter arrays in place so a model's dict stays the one object.
@@ -9,7 +10,37 @@ import math
 
 import numpy as np
 
-from .validate import check_positive_float, check_positive_int
+from .validate import (check_float_array, check_number, check_positive_float, check_positive_int,
+                       nonfinite_keys)
+
+
+class TrainingDiverged(RuntimeError):
+    """A training loop met a NaN/Inf loss, gradient or parameter and stopped.
+
+    Attributes: ``step`` (the step that failed) and ``message`` (what was not finite).
+    """
+
+    def __init__(self, step, message):
+        super().__init__(f"step {step}: {message}")
+        self.step = step
+        self.message = message
+
+
+def nonfinite_report(loss=None, grads=None, params=None):
+    """What is not finite among a step's loss, gradients and parameters, or None if all are.
+
+    The training loops call it every step (one pass over the gradients and parameters, no
+    activations): a NaN that reached the parameters would otherwise surface later as an
+    input error of some layer, and the run would end without its divergence report.
+    """
+    if loss is not None and not math.isfinite(loss):
+        return f"loss {loss} is not finite"
+    for what, arrays in (("gradient", grads), ("parameter", params)):
+        bad = nonfinite_keys(arrays) if arrays is not None else []
+        if bad:
+            more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+            return f"{what} {', '.join(bad[:3])}{more} is not finite"
+    return None
 
 
 def default_no_decay(key: str) -> bool:
@@ -31,11 +62,15 @@ class AdamW:
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
                  no_decay=default_no_decay):
+        if not isinstance(params, dict):
+            raise ValueError(f"params must be a dict of arrays keyed by name, got {type(params).__name__}")
+        for k, p in params.items():
+            check_float_array(f"params[{k!r}]", p)
         self.lr = check_positive_float("lr", lr)
-        b1, b2 = betas
-        if not (0 <= b1 < 1 and 0 <= b2 < 1):
-            raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
-        self.betas = (float(b1), float(b2))
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2):
+            raise ValueError(f"betas must be a pair (beta1, beta2) in [0, 1), got {betas!r}")
+        b1, b2 = (check_number(f"betas[{i}]", b, 0, 1, high_open=True) for i, b in enumerate(betas))
+        self.betas = (b1, b2)
         self.eps = check_positive_float("eps", eps)
         self.weight_decay = check_positive_float("weight_decay", weight_decay, allow_zero=True)
         self.decay = {k: not no_decay(k) for k in params}
@@ -44,11 +79,19 @@ class AdamW:
         self.t = 0
 
     def step(self, params, grads, lr=None):
-        """Update ``params`` in place from ``grads`` (same keys). ``lr`` overrides self.lr."""
-        if set(grads) != set(self.m):
-            missing = sorted(set(self.m) ^ set(grads))
-            raise ValueError(f"grads must have the optimizer's keys; mismatched: {missing[:5]}")
-        lr = self.lr if lr is None else lr
+        """Update ``params`` in place from ``grads`` (same keys). ``lr`` overrides self.lr.
+
+        Everything is checked before anything changes: a gradient of the wrong shape or with
+        a NaN is a ValueError and leaves the parameters and moments as they were.
+        """
+        for name, d in (("params", params), ("grads", grads)):
+            if not isinstance(d, dict) or set(d) != set(self.m):
+                got = sorted(set(self.m) ^ set(d)) if isinstance(d, dict) else type(d).__name__
+                raise ValueError(f"{name} must be a dict with the optimizer's keys; mismatched: {got}")
+        for k, g in grads.items():
+            check_float_array(f"params[{k!r}]", params[k], shape=self.m[k].shape, finite=False)
+            check_float_array(f"grads[{k!r}]", g, shape=self.m[k].shape)
+        lr = self.lr if lr is None else check_number("lr", lr, 0)
         b1, b2 = self.betas
         self.t += 1
         c1, c2 = 1 - b1 ** self.t, 1 - b2 ** self.t
@@ -73,11 +116,16 @@ class AdamW:
     def load_state_dict(self, state):
         """Restore from :meth:`state_dict` output (exactly, for bit-identical resumes)."""
         for k in self.m:
-            if f"m.{k}" not in state or state[f"m.{k}"].shape != self.m[k].shape:
-                raise ValueError(f"optimizer state lacks a moment of shape {self.m[k].shape} for {k!r}")
+            for which in ("m", "v"):
+                a = state.get(f"{which}.{k}")
+                if not isinstance(a, np.ndarray) or a.shape != self.m[k].shape:
+                    raise ValueError(f"optimizer state lacks the moment {which}.{k} of shape {self.m[k].shape}")
+        if "t" not in state or np.shape(state["t"]) != ():
+            raise ValueError("optimizer state lacks its step count t")
+        for k in self.m:
             self.m[k][...] = state[f"m.{k}"]
             self.v[k][...] = state[f"v.{k}"]
-        self.t = int(state["t"])
+        self.t = check_positive_int("optimizer state t", int(state["t"]), minimum=0)
 
 
 def clip_grad_norm(grads, max_norm):
@@ -86,6 +134,8 @@ def clip_grad_norm(grads, max_norm):
     Returns the norm before clipping (to log it and to detect explosions).
     """
     max_norm = check_positive_float("max_norm", max_norm)
+    if not isinstance(grads, dict):
+        raise ValueError(f"grads must be a dict of arrays, got {type(grads).__name__}")
     total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads.values()))
     if total > max_norm:
         scale = max_norm / (total + 1e-12)
@@ -95,8 +145,15 @@ def clip_grad_norm(grads, max_norm):
 
 
 def cosine_lr(step, total_steps, lr_max, warmup=0, lr_min=0.0):
-    """Linear warmup for ``warmup`` steps, then cosine decay from lr_max to lr_min."""
+    """Linear warmup for ``warmup`` steps, then cosine decay from lr_max to lr_min.
+
+    ``step`` counts from 0; past ``total_steps`` the rate stays at lr_min.
+    """
     total_steps = check_positive_int("total_steps", total_steps)
+    step = check_positive_int("step", step, minimum=0)
+    warmup = check_positive_int("warmup", warmup, minimum=0)
+    lr_max = check_number("lr_max", lr_max, 0)
+    lr_min = check_number("lr_min", lr_min, 0, lr_max)
     if step < warmup:
         return lr_max * (step + 1) / warmup
     frac = min(1.0, (step - warmup) / max(1, total_steps - warmup))

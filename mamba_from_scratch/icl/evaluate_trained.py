@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint
 from ..runtime import tune_process
-from ..validate import check_positive_int
+from ..scan import resolve_backend
+from ..validate import check_output_dir, check_positive_int
 from .krr import krr_predict
 from .metrics import normalized_error, paired_difference
 from .prompts import query_examples
@@ -293,34 +294,51 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    tune_process()
-    plt.switch_backend("Agg")  # files only; importing this module (e.g. in a notebook) keeps its backend
     paths = [s for s in args.checkpoint.split(",") if s]
+    if not paths:
+        raise ValueError(f"--checkpoint must name at least one checkpoint, got {args.checkpoint!r}")
     labels = args.labels.split(",") if args.labels else [None] * len(paths)
     if len(labels) != len(paths):
         raise ValueError(f"--labels must give one label per checkpoint ({len(paths)}), got {len(labels)}")
     keep_d = set(parse_ints("--d", args.d)) if args.d else None
     N_req = parse_ints("--N", args.N)
+    if not N_req:
+        raise ValueError(f"--N must list at least one context length, got {args.N!r}")
     n_prompts = check_positive_int("--n-prompts", args.n_prompts, minimum=2)
     n_queries = check_positive_int("--queries", args.queries)
+    check_positive_int("--seed", args.seed, minimum=0)
+    if args.backend is not None:
+        resolve_backend(args.backend)
+    tune_process()
+    plt.switch_backend("Agg")  # files only; importing this module (e.g. in a notebook) keeps its backend
     groups = {}
     for path, label in zip(paths, labels):
         params, cfg, extra, _ = load_checkpoint(path)
         tc = extra.get("train_config")
-        if tc is None:
-            raise ValueError(f"checkpoint {path!r} was not written by icl-train (no train_config)")
+        if not isinstance(tc, dict) or any(k not in tc for k in TASK_KEYS + ("N", "encoding", "backend", "model")):
+            raise ValueError(f"checkpoint {path!r} was not written by icl-train (no complete train_config)")
         if keep_d is not None and tc["d"] not in keep_d:
             continue
         key = tuple(tc[k] for k in TASK_KEYS)
         groups.setdefault(key, []).append((label or tc["model"], params, cfg, tc, path, extra))
     if not groups:
         raise ValueError(f"--d {args.d}: no checkpoint was trained at these d")
-    os.makedirs(args.out, exist_ok=True)
+    # The grid of each group is capped at its models' trained N; a group left with nothing
+    # to evaluate is an error now, before any compute.
+    grids = {}
+    for key, members in groups.items():
+        trained = min(m[3]["N"] for m in members)
+        grids[key] = [n for n in N_req if n <= trained]
+        if not grids[key]:
+            who = ", ".join(f"{m[4]} (N = {m[3]['N']})" for m in members)
+            raise ValueError(f"--N: every requested context length ({args.N}) exceeds the N the models were "
+                             f"trained with: {who}; pass values <= {trained}")
+    check_output_dir("--out", args.out)
     rows, paired, sources = [], [], []
     for key, members in sorted(groups.items()):
         tc0 = members[0][3]
         task = SingleIndexTask(tc0["d"], tc0["r"], tc0["link"], tau=tc0["tau"], seed=tc0["task_seed"])
-        N_grid = [n for n in N_req if n <= min(m[3]["N"] for m in members)]
+        N_grid = grids[key]
         models = [(label, params, cfg, tc) for label, params, cfg, tc, _, _ in members]
         r, p = evaluate_group(models, task, N_grid, n_prompts, n_queries, args.seed, args.backend,
                               not args.no_progress)

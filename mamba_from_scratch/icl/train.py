@@ -17,8 +17,13 @@ the parameters, the optimizer's moments and the training log; ``--resume`` conti
 it bit-identically.
 
 Failure: a NaN/Inf loss or gradient, or a gradient norm ``--explode-factor`` times the
-median of the recent ones, stops the run before the bad update is applied; the last
-checkpoint on disk (written before the trouble) is kept, and the exit status is 1.
+median of the recent ones, stops the run before the bad update is applied; parameters that
+an update made NaN/Inf stop it right after that update. Either way nothing more is saved:
+the last checkpoint on disk (written before the trouble) is kept, the message says which
+one it is (or that none was written), train_summary.json records the stop, and the exit
+status is 1. Options and the output folder are checked before any compute. Ctrl-C (or
+SIGTERM) stops with the step reached and the ``--resume`` command (exit status 130);
+leftover temporaries of a killed save are removed when a run starts or resumes.
 """
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ import dataclasses
 import json
 import math
 import os
+import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -37,10 +44,11 @@ from tqdm import tqdm
 
 from .. import linear_attention as lat
 from .. import model as mamba
-from ..checkpoint import load_checkpoint, save_checkpoint
-from ..optim import AdamW, clip_grad_norm, cosine_lr
+from ..checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from ..optim import AdamW, clip_grad_norm, cosine_lr, nonfinite_report
 from ..runtime import tune_process
-from ..validate import check_choice, check_positive_float, check_positive_int
+from ..scan import BACKENDS, resolve_backend
+from ..validate import check_choice, check_number, check_output_dir, check_positive_float, check_positive_int
 from .metrics import paired_difference
 from .prompts import ENCODINGS, decode, encode, scatter_grad, token_dim, training_examples
 from .task import SingleIndexTask
@@ -88,13 +96,17 @@ class TrainConfig:
     def __post_init__(self):
         check_choice("model", self.model, MODELS)
         check_choice("encoding", self.encoding, ENCODINGS)
+        check_choice("backend", self.backend, BACKENDS)
         for name in ("d", "r", "N", "steps", "batch", "d_model", "n_layer", "d_state", "n_head", "N_start",
-                     "eval_every", "n_val", "ckpt_every", "log_every"):
+                     "eval_every", "ckpt_every", "log_every"):
             check_positive_int(name, getattr(self, name))
+        # the validation gap has a standard error over prompts: it needs two of them
+        check_positive_int("n_val", self.n_val, minimum=2)
         for name in ("task_seed", "seed", "warmup", "n_tasks", "curriculum_steps", "link_curriculum_steps"):
             check_positive_int(name, getattr(self, name), minimum=0)
-        for name in ("lr", "lr_min_frac", "max_grad_norm", "explode_factor"):
+        for name in ("lr", "max_grad_norm", "explode_factor"):
             check_positive_float(name, getattr(self, name))
+        check_number("lr_min_frac", self.lr_min_frac, 0, 1, low_open=True)   # the cosine decays, never rises
         check_positive_float("weight_decay", self.weight_decay, allow_zero=True)
         check_positive_float("tau", self.tau, allow_zero=True)
 
@@ -235,14 +247,19 @@ def loss_and_grads(params, cfg, x, y, encoding, backend):
     """Mean squared error over all prefix positions and its gradients.
 
     Returns:
-        loss (float), grads (dict), pred (P, T).
+        loss (float), grads (dict, or None when the loss is not finite: a diverged forward
+        has no gradient worth computing, and the backward rejects a NaN upstream gradient),
+        pred (P, T).
     """
     P, T = y.shape
     tokens = encode(x, y, encoding, params["read_in.weight"].dtype)
     out, cache = model_forward(params, cfg, tokens, backend)
     pred = decode(out, T, encoding)                                             # (P, T)
     err = pred.astype(np.float64) - y
-    loss = float(np.mean(err ** 2))
+    with np.errstate(over="ignore", invalid="ignore"):                          # a diverged output
+        loss = float(np.mean(err ** 2))
+    if not math.isfinite(loss):
+        return loss, None, pred
     dpred = (2.0 / err.size) * err                                              # d loss / d pred
     grads = model_backward(scatter_grad(dpred.astype(out.dtype), out.shape[1], encoding), cache)
     return loss, grads, pred
@@ -317,10 +334,20 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
             run into pieces; None = tc.steps.
         command: the command line, recorded in the checkpoint.
     Returns:
-        dict with "status" ("done", "paused" or "diverged"), "step", "message", "log",
-        "tokens_per_s".
+        dict with "status" ("done", "paused", "diverged" or "interrupted"), "step" (steps
+        completed), "message", "checkpoint" (path and step of the last checkpoint of this
+        run on disk, or None), "log", "tokens_per_s", ...
+    Raises:
+        ValueError for a bad option, an unusable out_dir or a checkpoint that cannot be
+        resumed, before any compute.
     """
+    if not isinstance(tc, TrainConfig):
+        raise ValueError(f"tc must be a TrainConfig, got {type(tc).__name__}")
     until = tc.steps if until is None else min(check_positive_int("until", until), tc.steps)
+    resolve_backend(tc.backend)                       # cuda without a GPU: an error now, not at step 0
+    check_output_dir("out_dir", out_dir)
+    # Temporaries of a save that SIGKILL interrupted: one run per folder, so none is live.
+    remove_stale_temporaries(out_dir)
     task = make_task(tc)
     cfg, params = build_model(tc)
     opt = AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -328,16 +355,26 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
     # state that a checkpoint carries besides params and optimizer: see save()
     st = {"step": 0, "log": [], "val_log": [], "acc": 0.0, "acc_n": 0, "tokens": 0, "train_s": 0.0}
     recent = []
+    saved = None  # (path, step) of the newest checkpoint of this run on disk
     gap = None  # the latest (paired gap to the context-free optimum, its SE) on validation
     if resume:
+        if not os.path.exists(path):
+            raise ValueError(f"resume: there is no checkpoint {path!r} to continue from; start without --resume")
         params, cfg, extra, arrays = load_checkpoint(path)
         if extra.get("train_config") != dataclasses.asdict(tc):
             raise ValueError(f"resume: the checkpoint {path!r} was written by a different configuration; "
                              f"pass the same options as the original run")
+        lacking = [k for k in st if k not in extra] + [k for k in ("recent_norms",) if k not in arrays]
+        if lacking:
+            raise ValueError(f"resume: the checkpoint {path!r} lacks {lacking}: it was not written by icl-train")
         opt = AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
-        opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+        try:
+            opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+        except ValueError as e:
+            raise ValueError(f"resume: checkpoint {path!r}: {e}") from None
         st = {k: extra[k] for k in st}
         recent = arrays["recent_norms"].tolist()
+        saved = (path, st["step"])
     pool = task_pool(tc, task)
     val = validation_set(tc, task)
     version = code_version()  # the code this process runs, even if the checkout moves on meanwhile
@@ -349,51 +386,68 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
         arrays["recent_norms"] = np.asarray(recent, np.float64)
         save_checkpoint(path, params, cfg, extra=extra, arrays=arrays)
 
-    os.makedirs(out_dir, exist_ok=True)
+    def on_disk():
+        """What a stopped run leaves: the last good checkpoint of this run, or that there is none."""
+        if saved is not None:
+            return f"the last good checkpoint is {saved[0]} (step {saved[1]})"
+        first = min(tc.ckpt_every, until)
+        return f"no checkpoint was written (the first was due after step {first})"
+
     status, message = "done", ""
     bar = tqdm(total=until, initial=st["step"], desc=f"{tc.model} {tc.link} d={tc.d}", disable=not progress,
                dynamic_ncols=True)
-    while st["step"] < until:
-        step = st["step"]
-        t0 = time.perf_counter()
-        x, y = sample_batch(tc, task, step, pool)
-        loss, grads, _ = loss_and_grads(params, cfg, x, y, tc.encoding, tc.backend)
-        norm = clip_grad_norm(grads, tc.max_grad_norm)
-        median = float(np.median(recent)) if len(recent) >= RECENT_NORMS // 2 else math.inf
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            status, message = "diverged", f"step {step}: loss {loss} / gradient norm {norm} is not finite"
-        elif norm > tc.explode_factor * median:
-            status, message = "diverged", (f"step {step}: gradient norm {norm:.3g} exceeds {tc.explode_factor:g} "
-                                           f"x the recent median {median:.3g}")
-        if status == "diverged":
-            message += f"; stopped before updating; the last good checkpoint is {path}"
-            break
-        recent = (recent + [norm])[-RECENT_NORMS:]
-        opt.step(params, grads, lr=cosine_lr(step, tc.steps, tc.lr, tc.warmup, tc.lr * tc.lr_min_frac))
-        st["train_s"] += time.perf_counter() - t0
-        st["tokens"] += x.shape[0] * (x.shape[1] if tc.encoding == "paired" else 2 * x.shape[1] - 1)
-        st["step"] = step = step + 1
-        st["acc"] += loss
-        st["acc_n"] += 1
-        if st["acc_n"] == tc.log_every:
-            st["log"].append([step, st["acc"] / st["acc_n"], norm])
-            st["acc"], st["acc_n"] = 0.0, 0
-            bar.set_postfix(loss=f"{st['log'][-1][1]:.4f}", tok_s=f"{st['tokens'] / st['train_s']:,.0f}")
-        if step % tc.eval_every == 0 or step == tc.steps:
-            err, cf, *gap = validate(params, cfg, tc, task, val)
-            st["val_log"].append([step] + err.tolist())
-            w = gap_window(tc.N)
-            bar.write(f"step {step}: val error over N = {tc.N // 4}..{tc.N}: {err[w].mean():.3f}, context-free "
-                      f"optimum {cf[w].mean():.3f}, paired gap {gap[0]:+.4f} +- {gap[1]:.4f} (zero predictor 1)")
-        bar.update(1)
-        if step % tc.ckpt_every == 0 or step == until:
-            save()
+    try:
+        while st["step"] < until:
+            step = st["step"]
+            t0 = time.perf_counter()
+            x, y = sample_batch(tc, task, step, pool)
+            loss, grads, _ = loss_and_grads(params, cfg, x, y, tc.encoding, tc.backend)
+            bad = nonfinite_report(loss, grads)
+            norm = clip_grad_norm(grads, tc.max_grad_norm) if bad is None else math.nan
+            median = float(np.median(recent)) if len(recent) >= RECENT_NORMS // 2 else math.inf
+            if bad is not None or not math.isfinite(norm):
+                status, message = "diverged", f"step {step}: {bad or f'gradient norm {norm} is not finite'}"
+            elif norm > tc.explode_factor * median:
+                status, message = "diverged", (f"step {step}: gradient norm {norm:.3g} exceeds {tc.explode_factor:g} "
+                                               f"x the recent median {median:.3g}")
+            if status == "diverged":
+                message += f"; stopped before updating; {on_disk()}"
+                break
+            recent = (recent + [norm])[-RECENT_NORMS:]
+            opt.step(params, grads, lr=cosine_lr(step, tc.steps, tc.lr, tc.warmup, tc.lr * tc.lr_min_frac))
+            bad = nonfinite_report(params=params)
+            if bad is not None:
+                status, message = "diverged", (f"step {step}: after the update, {bad} (loss {loss}, gradient "
+                                               f"norm {norm:.3g}); stopped; {on_disk()}")
+                break
+            st["train_s"] += time.perf_counter() - t0
+            st["tokens"] += x.shape[0] * (x.shape[1] if tc.encoding == "paired" else 2 * x.shape[1] - 1)
+            st["step"] = step = step + 1
+            st["acc"] += loss
+            st["acc_n"] += 1
+            if st["acc_n"] == tc.log_every:
+                st["log"].append([step, st["acc"] / st["acc_n"], norm])
+                st["acc"], st["acc_n"] = 0.0, 0
+                bar.set_postfix(loss=f"{st['log'][-1][1]:.4f}", tok_s=f"{st['tokens'] / st['train_s']:,.0f}")
+            if step % tc.eval_every == 0 or step == tc.steps:
+                err, cf, *gap = validate(params, cfg, tc, task, val)
+                st["val_log"].append([step] + err.tolist())
+                w = gap_window(tc.N)
+                bar.write(f"step {step}: val error over N = {tc.N // 4}..{tc.N}: {err[w].mean():.3f}, context-free "
+                          f"optimum {cf[w].mean():.3f}, paired gap {gap[0]:+.4f} +- {gap[1]:.4f} (zero predictor 1)")
+            bar.update(1)
+            if step % tc.ckpt_every == 0 or step == until:
+                save()
+                saved = (path, step)
+    except KeyboardInterrupt:
+        # Nothing is saved here: the interrupt may have hit the middle of an update.
+        status, message = "interrupted", f"interrupted at step {st['step']} of {until}; {on_disk()}"
     bar.close()
     if status == "done" and st["step"] < tc.steps:
         status, message = "paused", f"stopped at step {st['step']} of {tc.steps} (--until); continue with --resume"
     rate = st["tokens"] / st["train_s"] if st["train_s"] > 0 else float("nan")
-    return {"status": status, "step": st["step"], "message": message, "log": st["log"], "val_log": st["val_log"],
-            "val_gap": gap, "tokens_per_s": rate, "params": params, "cfg": cfg}
+    return {"status": status, "step": st["step"], "message": message, "checkpoint": saved, "log": st["log"],
+            "val_log": st["val_log"], "val_gap": gap, "tokens_per_s": rate, "params": params, "cfg": cfg}
 
 
 def build_parser():
@@ -434,15 +488,30 @@ def config_from_args(args):
     return TrainConfig(**values)
 
 
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     tc = config_from_args(args)
+    check_output_dir("--out", args.out)
     tune_process()
-    command = "python -m mamba_from_scratch icl-train " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = train(tc, args.out, resume=args.resume, until=args.until, command=command,
-                   progress=not args.no_progress)
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = "python -m mamba_from_scratch icl-train " + shlex.join(words)
+    resume_command = "python -m mamba_from_scratch icl-train " + shlex.join(
+        words if "--resume" in words else words + ["--resume"])
+    # SIGTERM (a scheduler's stop) ends the run like Ctrl-C: a message, not a silent death.
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        result = train(tc, args.out, resume=args.resume, until=args.until, command=command,
+                       progress=not args.no_progress)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     summary = {k: result[k] for k in ("status", "step", "message", "tokens_per_s")}
-    summary.update(train_config=dataclasses.asdict(tc), n_params=lat.count_params(result["cfg"]),
+    summary.update(checkpoint=None if result["checkpoint"] is None else
+                   {"path": result["checkpoint"][0], "step": result["checkpoint"][1]},
+                   train_config=dataclasses.asdict(tc), n_params=lat.count_params(result["cfg"]),
                    final_loss=result["log"][-1][1] if result["log"] else None,
                    val_error_at_N=result["val_log"][-1][1:] if result["val_log"] else None,
                    val_gap_to_context_free=result["val_gap"])
@@ -451,6 +520,11 @@ def main(argv=None):
     if result["status"] == "diverged":
         print(f"training diverged: {result['message']}", file=sys.stderr)
         return 1
+    if result["status"] == "interrupted":
+        again = (f"continue with: {resume_command}" if result["checkpoint"] is not None
+                 else f"start again with: {command}")
+        print(f"{result['message']}; {again}", file=sys.stderr)
+        return 130
     print(f"{result['status']} at step {result['step']}; {result['tokens_per_s']:,.0f} tokens/s; "
           f"checkpoint {os.path.join(args.out, CHECKPOINT)}" + (f" ({result['message']})" if result["message"] else ""))
     return 0

@@ -28,13 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, replace
 
 import numpy as np
 
+from ...optim import TrainingDiverged
 from ...runtime import tune_process
-from ...validate import check_positive_float, check_positive_int
+from ...validate import check_output_dir, check_positive_float, check_positive_int
 from .data import (CORRUPTIONS, DIRECTION_NAMES, POSITIONS, TASK_SPLITS, DataConfig, hold_out,
                    make_patterns, mirror_seen, sample_prompts, split_tasks)
 from .model import MODELS, gates, init_params, model_forward
@@ -253,42 +255,60 @@ def parse_args(argv):
     p.add_argument("--out", default="results/outliers", help="output directory")
     p.add_argument("--quick", action="store_true",
                    help="one seed, 1000 steps, 1000 test prompts, only the test-magnitude and lr "
-                        "studies (<= 60 s)")
+                        "studies (<= 60 s); --seeds, --steps, --n-test and --sens-seeds given "
+                        "explicitly still apply")
     p.add_argument("--tune", action="store_true",
                    help="choose lr / schedule / steps / batch on validation tasks instead")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds of the main comparison (default 10; --tune: 4)")
-    p.add_argument("--sens-seeds", type=int, default=5,
-                   help="seeds of each sensitivity setting (the first seeds of the main runs)")
-    p.add_argument("--steps", type=int, default=1000,
-                   help="SGD steps per model (1000, lr 0.05, batch 64: chosen by --tune)")
+    p.add_argument("--sens-seeds", type=int, default=None,
+                   help="seeds of each sensitivity setting (the first seeds of the main runs; default 5)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="SGD steps per model (default 1000: with lr 0.05, batch 64, chosen by --tune)")
     p.add_argument("--batch", type=int, default=64, help="prompts per SGD step")
     p.add_argument("--lr", type=float, default=0.05, help="Mamba's SGD step (linear gets lr / l)")
     p.add_argument("--schedule", choices=SCHEDULES, default="constant", help="learning-rate schedule")
-    p.add_argument("--n-test", type=int, default=4000, help="test prompts per (corruption, alpha)")
+    p.add_argument("--n-test", type=int, default=None, help="test prompts per (corruption, alpha) (default 4000)")
     p.add_argument("--split", choices=TASK_SPLITS, default="ordered", help="train/test task split")
     p.add_argument("--method", choices=("closed", "scan"), default="closed",
                    help="compute the gated sum in closed form or through the selective scan")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     a = p.parse_args(argv)
-    if a.seeds is None:
-        a.seeds = 4 if a.tune else 10
+    # Explicit options win; --quick (or --tune) only changes the defaults of those not given,
+    # so what results.json records as the arguments is what ran.
+    defaults = dict(seeds=4 if a.tune else 10, steps=1000, n_test=4000, sens_seeds=5)
     if a.quick:
-        a.seeds, a.steps, a.n_test = 1, 1000, 1000
-        a.sens_seeds = min(a.sens_seeds, 1)
+        defaults.update(seeds=1, steps=1000, n_test=1000, sens_seeds=1)
+    for name, value in defaults.items():
+        if getattr(a, name) is None:
+            setattr(a, name, value)
     for name in ("seeds", "steps", "batch", "n_test"):
         check_positive_int(f"--{name.replace('_', '-')}", getattr(a, name))
     check_positive_int("--sens-seeds", a.sens_seeds, minimum=0)
+    check_positive_int("--seed", a.seed, minimum=0)
     check_positive_float("--lr", a.lr)
     a.sens_seeds = min(a.sens_seeds, a.seeds)
     return a
 
 
 def main(argv=None) -> int:
+    args = parse_args(argv)
+    check_output_dir("--out", args.out)
+    try:
+        return run(args, argv)
+    except TrainingDiverged as e:
+        summary_path = os.path.join(args.out, "train_summary.json")
+        message = f"{e}; outliers writes no checkpoint, so nothing was saved but {summary_path}"
+        with open(summary_path, "w") as f:
+            json.dump({"status": "diverged", "step": e.step, "message": message, "args": vars(args)}, f, indent=1)
+        print(f"training diverged: {message}", file=sys.stderr)
+        return 1
+
+
+def run(args, argv):
+    """The experiment (or --tune) for parsed, checked options; see :func:`main`."""
     from .report import plot_all, plot_tune, write_metrics, write_table, write_tune
 
-    args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
     tune_process()  # tiny matmuls: OpenBLAS threads on a busy machine made them 30x slower
     t_start, load_start = time.perf_counter(), os.getloadavg()
     command = "python -m mamba_from_scratch outliers " + " ".join(argv or [])

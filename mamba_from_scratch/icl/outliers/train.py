@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from ...optim import cosine_lr
+from ...optim import TrainingDiverged, cosine_lr, nonfinite_report
 from ...validate import check_choice, check_positive_float, check_positive_int
 from .data import CORRUPTIONS, DataConfig, Patterns, Prompts, sample_prompts
 from .model import METHODS, MODELS, hinge_backward, hinge_forward, model_backward, model_forward
@@ -72,6 +72,9 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
     Returns:
         {name: history} with history = {"step": [...], "loss": mean hinge loss over the last
         eval_every steps, and for each eval set "error_<set name>": [...]}.
+    Raises:
+        TrainingDiverged at the first non-finite loss, gradient or parameter of any model
+        (its message names the model); an update with a non-finite gradient is not applied.
     """
     cfg.validate()
     if set(lrs) != set(models):
@@ -86,9 +89,15 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
         for name, params in models.items():
             F, cache = model_forward(params, batch.P, cfg.method, cfg.backend)
             loss, hcache = hinge_forward(F, batch.y_query)
-            grads = model_backward(hinge_backward(hcache), cache)
-            for key, g in grads.items():
-                params[key] -= scale * lrs[name] * g
+            grads = model_backward(hinge_backward(hcache), cache) if np.isfinite(loss) else None
+            bad = nonfinite_report(float(loss), grads)
+            if bad is None:
+                for key, g in grads.items():
+                    params[key] -= scale * lrs[name] * g
+                bad = nonfinite_report(params=params)
+                bad = bad and f"after the update, {bad}"
+            if bad is not None:
+                raise TrainingDiverged(step, f"model {name!r} (lr {scale * lrs[name]:g}): {bad}")
             window[name].append(loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             for name, params in models.items():
