@@ -98,6 +98,15 @@ def test_stage1_gamma_concentrates_on_the_hidden_subspace():
     gamma, v, info = stage1(task, cfg, np.random.default_rng(0))
     assert gamma.shape == (1 + 6 + 6 + 15,) and v.shape == (32,)
     assert info["gamma_mass_on_subspace"] > 2 * info["gamma_mass_chance"]
+    assert info["gamma_mass_subspace_linear"] + info["gamma_mass_subspace_quadratic"] == pytest.approx(
+        info["gamma_mass_on_subspace"], rel=1e-12)
+    # by hand: gamma = 1 on the subspace's linear features only, 3 on one irrelevant square
+    from mamba_from_scratch.icl.pretrain import gamma_concentration
+    g = np.zeros_like(gamma)
+    g[1 + task.index_set] = 1.0
+    g[1 + 6 + [j for j in range(6) if j not in task.index_set][0]] = 3.0
+    c = gamma_concentration(g, task)
+    assert c["gamma_mass_subspace_linear"] == pytest.approx(2 / 11) and c["gamma_mass_subspace_quadratic"] == 0.0
 
 
 def test_stage1_step_equals_the_hand_gradient():

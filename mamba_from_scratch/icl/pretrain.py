@@ -29,7 +29,7 @@ import numpy as np
 
 from ..optim import AdamW
 from ..validate import check_choice, check_positive_float, check_positive_int
-from .features import hermite_features, relevant_features
+from .features import feature_groups, hermite_features, relevant_features
 from .gated import (GATES, GatedMamba, context_statistic, context_statistics, mlp_backward, mlp_forward,
                     readout_backward, readout_forward)
 
@@ -228,11 +228,16 @@ def _merge_moments(a, b):
 
 def gamma_concentration(gamma, task):
     """Share of |gamma|^2 on the features of the hidden subspace (constant excluded), and
-    that share for a gamma spread evenly (the chance level)."""
+    that share for a gamma spread evenly (the chance level); also split into the subspace's
+    linear features (what an odd link's label transform feeds, He3) and its quadratic ones,
+    squares and cross products (what an even link needs, He2 and He4)."""
     mask = relevant_features(task.d, task.index_set)
-    g2 = gamma[1:] ** 2
-    return {"gamma_mass_on_subspace": float(np.sum(gamma[mask] ** 2) / max(np.sum(g2), 1e-300)),
-            "gamma_mass_chance": float(mask.sum() / (gamma.size - 1))}
+    group = feature_groups(task.d)
+    total = max(float(np.sum(gamma[1:] ** 2)), 1e-300)
+    return {"gamma_mass_on_subspace": float(np.sum(gamma[mask] ** 2) / total),
+            "gamma_mass_chance": float(mask.sum() / (gamma.size - 1)),
+            "gamma_mass_subspace_linear": float(np.sum(gamma[mask & (group == 1)] ** 2) / total),
+            "gamma_mass_subspace_quadratic": float(np.sum(gamma[mask & (group >= 2)] ** 2) / total)}
 
 
 def _standardise(out):

@@ -317,7 +317,7 @@ class Clock:
 def write_stage1_csv(path, stage1_info, args):
     """One row per (link, d, gate): Stage I's size and how much of gamma lies on the subspace."""
     cols = ["link", "d", "r", "gate", "stage1_prompts", "stage1_N", "stage1_chunk", "gamma_mass_on_subspace",
-            "gamma_mass_chance", "stage1_loss", "seed"]
+            "gamma_mass_chance", "gamma_mass_subspace_linear", "gamma_mass_subspace_quadratic", "stage1_loss", "seed"]
     rows = []
     for cell, info in stage1_info.items():
         link, d = cell.split(",d=")
@@ -325,7 +325,10 @@ def write_stage1_csv(path, stage1_info, args):
             rows.append(dict(link=link, d=int(d), r=args.r, gate=gate, stage1_prompts=inf["stage1_prompts"],
                              stage1_N=args.stage1_N, stage1_chunk=args.stage1_chunk,
                              gamma_mass_on_subspace=inf["gamma_mass_on_subspace"],
-                             gamma_mass_chance=inf["gamma_mass_chance"], stage1_loss=inf["stage1_loss"],
+                             gamma_mass_chance=inf["gamma_mass_chance"],
+                             gamma_mass_subspace_linear=inf["gamma_mass_subspace_linear"],
+                             gamma_mass_subspace_quadratic=inf["gamma_mass_subspace_quadratic"],
+                             stage1_loss=inf["stage1_loss"],
                              seed=args.seed))
     write_csv(path, rows, cols)
 
