@@ -18,8 +18,8 @@ The backward is that list read bottom to top. Parameters are a dict with the off
 names without the ``layers.{i}.mixer.`` prefix (``in_proj.weight``, ``A_log``, ...).
 
 With ``backend="numpy"`` every step is a NumPy layer from ``layers/`` (the readable
-definition). With a compiled backend, conv + SiLU and the gate run as fused kernels from
-``mixer_kernels.py`` (same arithmetic, one pass each instead of several).
+definition). With a compiled backend, conv + SiLU, dt_proj + softplus and the gate run as
+fused kernels from ``mixer_kernels.py`` (same arithmetic, one pass each instead of several).
 Official implementation: mamba_ssm/modules/mamba_simple.py.
 """
 from __future__ import annotations
@@ -28,7 +28,8 @@ import numpy as np
 
 from .layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward, silu_backward,
                      silu_forward, softplus_backward, softplus_forward)
-from .mixer_kernels import conv_silu_forward, gate_backward, gate_forward, silu_conv_backward
+from .mixer_kernels import (conv_silu_forward, dt_softplus_backward, dt_softplus_forward, gate_backward, gate_forward,
+                            silu_conv_backward)
 from .scan import resolve_backend, selective_scan_backward, selective_scan_forward
 
 
@@ -57,8 +58,11 @@ def mixer_forward(x, p, backend="numba", conv_state=None, h0=None, check=True):
         xs, c["silu_x"] = silu_forward(xc)                                             # (b, l, d_inner)
     x_dbl, c["x_proj"] = linear_forward(xs, p["x_proj.weight"])                        # (b, l, r + 2n)
     dt, B, C = x_dbl[..., :rank], x_dbl[..., rank:rank + n], x_dbl[..., rank + n:]
-    dtp, c["dt_proj"] = linear_forward(dt, p["dt_proj.weight"], p["dt_proj.bias"])      # (b, l, d_inner)
-    delta, c["softplus"] = softplus_forward(dtp)                                       # (b, l, d_inner)
+    if fused:
+        delta, c["dt_softplus"] = dt_softplus_forward(x_dbl, p["dt_proj.weight"], p["dt_proj.bias"])
+    else:
+        dtp, c["dt_proj"] = linear_forward(dt, p["dt_proj.weight"], p["dt_proj.bias"])  # (b, l, d_inner)
+        delta, c["softplus"] = softplus_forward(dtp)                                   # (b, l, d_inner)
     A = -np.exp(p["A_log"])                                                            # (d_inner, n)
     y, h_last, c["scan"] = selective_scan_forward(xs, delta, A, B, C, p["D"], h0, backend=backend,
                                                 check=check)
@@ -93,9 +97,15 @@ def mixer_backward(dout, c, dh_last=None):
         dxz[..., d_inner:] = silu_backward(dyg * c["y"], c["silu_z"])                  # dz
     dxs, ddelta, dA, dB, dC, g["D"], dh0 = selective_scan_backward(dy, c["scan"], dh_last)
     g["A_log"] = dA * c["A"]                                                           # dA/dA_log = A
-    ddtp = softplus_backward(ddelta, c["softplus"])
-    ddt, g["dt_proj.weight"], g["dt_proj.bias"] = linear_backward(ddtp, c["dt_proj"])
-    dx_dbl = np.concatenate([ddt, dB, dC], axis=-1)                                    # (b, l, r + 2n)
+    if c["fused"]:
+        n, rank = dB.shape[-1], c["dt_softplus"][1].shape[1]
+        dx_dbl = np.empty((b, l, rank + 2 * n), dyg.dtype)                             # (b, l, r + 2n)
+        dx_dbl[..., rank:rank + n], dx_dbl[..., rank + n:] = dB, dC                    # d(dt) by the kernel
+        g["dt_proj.weight"], g["dt_proj.bias"] = dt_softplus_backward(ddelta, c["dt_softplus"], dx_dbl)
+    else:
+        ddtp = softplus_backward(ddelta, c["softplus"])
+        ddt, g["dt_proj.weight"], g["dt_proj.bias"] = linear_backward(ddtp, c["dt_proj"])
+        dx_dbl = np.concatenate([ddt, dB, dC], axis=-1)                                # (b, l, r + 2n)
     dxs_proj, g["x_proj.weight"], _ = linear_backward(dx_dbl, c["x_proj"])
     dxs += dxs_proj                                                                    # x feeds the scan and x_proj
     if c["fused"]:

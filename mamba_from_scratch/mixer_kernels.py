@@ -2,9 +2,10 @@
 
 Outside the scan, a training step is dominated not by its matmuls but by elementwise
 passes over (b, l, d_inner) arrays: the conv's four taps, SiLU and its derivative, the
-gate ``y * silu(z)``. Written with the NumPy layers each is several passes over memory
-and a temporary per operation; here each is one compiled loop, parallel over (b, l) rows
-and vectorised over channels (with ``fast_exp`` for float32, as in the scan).
+gate ``y * silu(z)``, dt_proj's product and the softplus that makes delta. Written with the
+NumPy layers each is several passes over memory and a temporary per operation (softplus
+alone is about ten); here each is one compiled loop, parallel over (b, l) rows and
+vectorised over channels (with ``fast_exp`` and ``log1p_unit`` for float32, as in the scan).
 
 Each kernel computes exactly what a composition of ``layers/`` functions computes (the
 docstrings name it), and tests/test_mixer_kernels.py checks that, so the NumPy layers stay
@@ -16,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .scan.fastexp import fast_exp
+from .scan.fastexp import fast_exp, log1p_unit
 
 # No nnan/ninf: sigmoid(-100) needs exp(100) = inf to give 1 / (1 + inf) = 0.
 FASTMATH = {"contract", "nsz", "arcp"}
@@ -155,3 +156,97 @@ def gate_backward(dout, cache, dxz):
     _gate_backward_kernel(np.ascontiguousarray(dout).reshape(-1, d), y2, xz2, s, dy,
                           dxz.reshape(-1, 2 * d), y2.dtype.type(1))
     return dy.reshape(shape)
+
+
+# Rows per task of the kernels that sum over rows (b * l): a constant, so the partition, and
+# with it the order of the partial sums, depends on the shape only (never on the thread count).
+ROWS_PER_TASK = 256
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _dt_softplus_forward_kernel(x_dbl, WT, bias, delta, sig, zero, one):
+    m, d = delta.shape
+    r = WT.shape[0]
+    for row in prange(m):
+        for c in range(d):
+            delta[row, c] = bias[c]
+        for j in range(r):                          # dt_proj: r (= dt_rank, 1 to 4 here) rank-1 updates
+            a = x_dbl[row, j]
+            for c in range(d):
+                delta[row, c] += a * WT[j, c]
+        for c in range(d):                          # softplus, and its derivative sigmoid
+            x = delta[row, c]
+            e = fast_exp(-abs(x))                   # in (0, 1]: nothing overflows
+            inv = one / (one + e)
+            sig[row, c] = inv if x >= zero else e * inv
+            delta[row, c] = max(x, zero) + log1p_unit(e)
+
+
+def dt_softplus_forward(x_dbl, weight, bias):
+    """delta = softplus(dt @ weight.T + bias) with dt = x_dbl[..., :r]: ``linear_forward`` then
+    ``softplus_forward``, in one pass.
+
+    Args:
+        x_dbl: (b, l, r + 2n) x_proj's output, C-contiguous (dt is its first r columns).
+        weight: (d, r) dt_proj.weight.  bias: (d,).
+    Returns:
+        delta: (b, l, d), cache (x_dbl as (m, r + 2n), weight, sig = sigmoid of the pre-activation).
+    """
+    b, l, _ = x_dbl.shape
+    d, r = weight.shape
+    x2 = x_dbl.reshape(b * l, -1)
+    delta, sig = np.empty((b * l, d), x_dbl.dtype), np.empty((b * l, d), x_dbl.dtype)
+    dtype = x_dbl.dtype.type
+    _dt_softplus_forward_kernel(x2, np.ascontiguousarray(weight.T), bias, delta, sig, dtype(0), dtype(1))
+    return delta.reshape(b, l, d), (x2, weight, sig)
+
+
+@njit(parallel=True, fastmath=FASTMATH, cache=True)
+def _dt_softplus_backward_kernel(ddelta, sig, x_dbl, WT, zero, dx_dbl, dW_part, db_part):
+    m, d = ddelta.shape
+    r = WT.shape[0]
+    n_tasks = dW_part.shape[0]
+    for task in prange(n_tasks):
+        g = np.empty(d, ddelta.dtype)              # this row's gradient of the pre-activation
+        for j in range(r):
+            for c in range(d):
+                dW_part[task, j, c] = zero
+        for c in range(d):
+            db_part[task, c] = zero
+        for row in range(task * ROWS_PER_TASK, min((task + 1) * ROWS_PER_TASK, m)):
+            for c in range(d):
+                g[c] = ddelta[row, c] * sig[row, c]
+                db_part[task, c] += g[c]
+            for j in range(r):
+                s = zero
+                for c in range(d):                 # a sum only, no stores: one vectorised path
+                    s += g[c] * WT[j, c]
+                dx_dbl[row, j] = s
+                a = x_dbl[row, j]
+                for c in range(d):
+                    dW_part[task, j, c] += g[c] * a
+
+
+def dt_softplus_backward(ddelta, cache, dx_dbl):
+    """Backward of :func:`dt_softplus_forward`: ``softplus_backward`` then ``linear_backward``.
+    Writes d(dt) straight into the dt columns of ``dx_dbl``.
+
+    dweight and dbias sum over the b * l rows; each task of ROWS_PER_TASK rows keeps its own
+    partial sums and NumPy adds them (in float64), so there are no races and no atomics.
+
+    Args:
+        ddelta: (b, l, d).  dx_dbl: (b, l, r + 2n) C-contiguous gradient buffer of x_proj's output.
+    Returns:
+        dweight: (d, r), dbias: (d,).
+    """
+    x2, weight, sig = cache
+    d, r = weight.shape
+    m = x2.shape[0]
+    n_tasks = -(-m // ROWS_PER_TASK)
+    dtype = x2.dtype
+    dW_part, db_part = np.empty((n_tasks, r, d), dtype), np.empty((n_tasks, d), dtype)
+    _dt_softplus_backward_kernel(np.ascontiguousarray(ddelta).reshape(m, d), sig, x2,
+                                 np.ascontiguousarray(weight.T), dtype.type(0), dx_dbl.reshape(m, -1),
+                                 dW_part, db_part)
+    dweight = np.ascontiguousarray(dW_part.sum(0, dtype=np.float64).T).astype(dtype)
+    return dweight, db_part.sum(0, dtype=np.float64).astype(dtype)

@@ -1,10 +1,10 @@
-"""The vectorisable exp used by the compiled scan: accuracy over the whole float32 range."""
+"""The vectorisable exp (and softplus's log1p) of the compiled kernels: accuracy over the float32 range."""
 import math
 
 import numpy as np
 from numba import njit
 
-from mamba_from_scratch.scan.fastexp import X_MAX, X_MIN, exp_reference, fast_exp, fast_exp_array
+from mamba_from_scratch.scan.fastexp import X_MAX, X_MIN, exp_reference, fast_exp, fast_exp_array, log1p_unit_array
 
 
 def ulp_error(approx, x):
@@ -76,3 +76,18 @@ def test_usable_from_any_njit_function():
     a, b = f(np.float32(-1.5), -1.5)
     assert float(np.float32(a)) == a          # the float32 path ran (Numba boxes it as a float)
     assert abs(a - math.exp(-1.5)) < 2e-7 and b == math.exp(-1.5)
+
+
+def test_log1p_unit_accuracy():
+    """log1p on [0, 1] (softplus's log1p(exp(-|x|))): within 2 ulp for every e that fast_exp
+    can return (0 or a normal float32), relative precision kept for tiny e, exact at 0."""
+    e = np.concatenate([np.linspace(0, 1, 2_000_001), np.logspace(-37.9, 0, 200_001),
+                        [0.0, np.finfo(np.float32).tiny, 1.0]]).astype(np.float32)
+    got = log1p_unit_array(e).astype(np.float64)
+    exact = np.log1p(e.astype(np.float64))
+    assert got[-3] == 0.0 and got[-1] == np.float32(np.log(2.0))
+    nz = e > 0
+    ulps = np.abs(got - exact)[nz] / np.spacing(exact[nz].astype(np.float32)).astype(np.float64)
+    assert ulps.max() <= 2.0, f"max ulp error {ulps.max():.2f}"
+    e64 = e[nz].astype(np.float64)                                        # float64: libm's log1p
+    assert np.max(np.abs(log1p_unit_array(e64) - np.log1p(e64)) / np.log1p(e64)) <= 2.3e-16

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 
 from mamba_from_scratch.gradcheck import rel_error
-from mamba_from_scratch.layers import conv1d_backward, conv1d_forward, silu_backward, silu_forward
-from mamba_from_scratch.mixer_kernels import conv_silu_forward, gate_backward, gate_forward, silu_conv_backward
+from mamba_from_scratch.layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward, silu_backward,
+                                       silu_forward, softplus_backward, softplus_forward)
+from mamba_from_scratch.mixer_kernels import (ROWS_PER_TASK, conv_silu_forward, dt_softplus_backward,
+                                              dt_softplus_forward, gate_backward, gate_forward, silu_conv_backward)
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
@@ -43,3 +45,32 @@ def test_gate_matches_the_layers(dtype, tol):
     assert rel_error(dy, dout * gate) < tol
     assert rel_error(dxz[..., d:], silu_backward(dout * y, silu_cache)) < tol
     assert np.all(np.isnan(dxz[..., :d])), "only the z half is written"
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
+@pytest.mark.parametrize("b, l", [(2, 5), (3, ROWS_PER_TASK - 1)], ids=["one-task", "several-tasks"])
+def test_dt_softplus_matches_the_layers(dtype, tol, b, l):
+    """delta = softplus(dt_proj(dt)) and its backward, against linear + softplus layers, with
+    pre-activations from -1000 to 1000 (saturated both ways) and exact zeros."""
+    rng = np.random.default_rng(l)
+    r, n, d = 3, 4, 6
+    x_dbl = rng.normal(size=(b, l, r + 2 * n)).astype(dtype)
+    w = rng.normal(size=(d, r)).astype(dtype)
+    bias = rng.normal(size=d).astype(dtype)
+    x_dbl[0, :3, :r] = [[1000, 0, 0], [-1000, 0, 0], [0, 0, 0]]    # rows of pre-activation w[:, 0] * +-1000 + bias
+    w[0], bias[0] = (1, 0, 0), 0                                    # channel 0: exactly 1000, -1000, 0
+    dt = x_dbl[..., :r]
+    dtp, lin_cache = linear_forward(dt, w, bias)
+    want, sp_cache = softplus_forward(dtp)
+    delta, cache = dt_softplus_forward(x_dbl, w, bias)
+    assert delta.dtype == dtype and delta.shape == (b, l, d) and np.all(np.isfinite(delta))
+    assert rel_error(delta, want) < tol
+    assert delta[0, 0, 0] == 1000 and delta[0, 1, 0] < 1e-30 and delta[0, 2, 0] == dtype(np.log(2))
+    ddelta = rng.normal(size=(b, l, d)).astype(dtype)
+    ddt, dw_want, db_want = linear_backward(softplus_backward(ddelta, sp_cache), lin_cache)
+    dx_dbl = np.full((b, l, r + 2 * n), np.nan, dtype)
+    dw, db = dt_softplus_backward(ddelta, cache, dx_dbl)
+    assert rel_error(dx_dbl[..., :r], ddt) < tol
+    assert np.all(np.isnan(dx_dbl[..., r:])), "only the dt columns are written"
+    assert dw.dtype == dtype and dw.shape == (d, r) and rel_error(dw, dw_want) < tol
+    assert db.dtype == dtype and db.shape == (d,) and rel_error(db, db_want) < tol
