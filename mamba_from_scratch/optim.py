@@ -39,7 +39,8 @@ def nonfinite_report(loss=None, grads=None, params=None):
         bad = nonfinite_keys(arrays) if arrays is not None else []
         if bad:
             more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-            return f"{what} {', '.join(bad[:3])}{more} is not finite"
+            verb = f"{what} {{}} is" if len(bad) == 1 else f"{what}s {{}} are"
+            return verb.format(", ".join(bad[:3]) + more) + " not finite"
     return None
 
 
