@@ -21,69 +21,92 @@ from .scan.fastexp import fast_exp, log1p_unit
 
 # No nnan/ninf: sigmoid(-100) needs exp(100) = inf to give 1 / (1 + inf) = 0.
 FASTMATH = {"contract", "nsz", "arcp"}
-# Two rules keep these loops vectorised (4-10x faster than otherwise): every array is
-# C-contiguous (a strided view such as ``xz[..., d:]`` is passed whole, with an offset),
-# and constants come in as ``one`` of the array's dtype (a literal 1 would promote float32
-# arithmetic to float64).
+# Rules that keep these loops vectorised (4-10x faster than otherwise): every array is
+# C-contiguous (a strided view such as ``xz[..., d:]`` is passed whole, with an offset);
+# constants come in as ``one`` of the array's dtype (a literal 1 would promote float32
+# arithmetic to float64); weights are laid out (k, d) so the loops over channels read them
+# contiguously; and no views are made inside ``prange`` (scan/cpu.py says why).
+FLUSH = 32  # steps summed in the array's dtype before they are added into float64 partials
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _conv_silu_forward_kernel(xpad, w, bias, xc, s, xs, one):
-    b, l, d = xc.shape
-    k = w.shape[1]
+def _conv_silu_forward_kernel(xpad, wT, bias, xs, one):
+    b, l, d = xs.shape
+    k = wT.shape[0]
     for row in prange(b * l):
         bi, t = row // l, row % l
-        for c in range(d):
-            xc[bi, t, c] = bias[c]
+        for c in range(d):                          # xc = conv1d(x), built up in xs
+            xs[bi, t, c] = bias[c]
         for j in range(k):
             for c in range(d):
-                xc[bi, t, c] += w[c, j] * xpad[bi, t + j, c]
-        for c in range(d):
-            s[bi, t, c] = one / (one + fast_exp(-xc[bi, t, c]))
-            xs[bi, t, c] = xc[bi, t, c] * s[bi, t, c]
+                xs[bi, t, c] += wT[j, c] * xpad[bi, t + j, c]
+        for c in range(d):                          # silu(xc) = xc sigmoid(xc)
+            xc = xs[bi, t, c]
+            xs[bi, t, c] = xc / (one + fast_exp(-xc))
 
 
 def conv_silu_forward(x, weight, bias, conv_state=None):
     """silu(conv1d(x)): ``conv1d_forward`` then ``silu_forward``, in one pass.
 
+    The cache keeps only the padded input: the backward recomputes the conv's output and its
+    sigmoid (a few operations per element) rather than reading two more stored arrays.
+
     Args:
         x: (b, l, d) (any strides).  weight: (d, 1, k).  bias: (d,).  conv_state: (b, k-1, d) or None.
     Returns:
-        xs: (b, l, d), cache (xpad (b, l+k-1, d), w (d, k), xc, s = sigmoid(xc)).
+        xs: (b, l, d), cache (xpad (b, l+k-1, d), wT (k, d), bias).
     """
     b, l, d = x.shape
     k = weight.shape[-1]
     xpad = np.empty((b, l + k - 1, d), x.dtype)
     xpad[:, :k - 1] = 0 if conv_state is None else conv_state
     xpad[:, k - 1:] = x
-    w = np.ascontiguousarray(weight[:, 0, :])
-    xc, s, xs = (np.empty((b, l, d), x.dtype) for _ in range(3))
-    _conv_silu_forward_kernel(xpad, w, bias, xc, s, xs, x.dtype.type(1))
-    return xs, (xpad, w, xc, s)
+    wT = np.ascontiguousarray(weight[:, 0, :].T)    # (k, d): contiguous over channels
+    xs = np.empty((b, l, d), x.dtype)
+    _conv_silu_forward_kernel(xpad, wT, bias, xs, x.dtype.type(1))
+    return xs, (xpad, wT, bias)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _silu_conv_backward_kernel(dxs, xc, s, xpad, w, dxc, dxpad, dw_part, db_part, one):
-    b, l, d = xc.shape
-    k = w.shape[1]
+def _silu_conv_backward_kernel(dxs, xpad, wT, bias, dxpad, dw_part, db_part, zero, one):
+    b, l, d = dxs.shape
+    k = wT.shape[0]
     for bi in prange(b):                            # one sequence per task: its partial sums are its own
-        for t in range(l):                          # dxc = silu'(xc) * dxs; dweight, dbias partials
+        # Rows 0..k-1: dweight's terms of the current FLUSH steps, row k: dbias's (summed in
+        # the array's dtype, then added into the float64 partials); row k + 1: this step's
+        # xc, then d(xc).
+        work = np.empty((k + 2, d), dxs.dtype)
+        for j in range(k + 1):
             for c in range(d):
-                sc = s[bi, t, c]
-                g = dxs[bi, t, c] * sc * (one + xc[bi, t, c] * (one - sc))
-                dxc[bi, t, c] = g
-                db_part[bi, c] += g
+                work[j, c] = zero
+        for tp in range(k - 1):
+            for c in range(d):
+                dxpad[bi, tp, c] = zero
+        for t in range(l):
+            for c in range(d):                      # xc again, as the forward computed it
+                work[k + 1, c] = bias[c]
             for j in range(k):
                 for c in range(d):
-                    dw_part[bi, j, c] += dxc[bi, t, c] * xpad[bi, t + j, c]
-        for tp in range(l + k - 1):                 # dxpad[tp] = sum_j w[j] dxc[tp - j]: a gather
-            for c in range(d):
-                dxpad[bi, tp, c] = one - one
-            for j in range(k):
-                t = tp - j
-                if 0 <= t < l:
+                    work[k + 1, c] += wT[j, c] * xpad[bi, t + j, c]
+            for c in range(d):                      # d(xc) = silu'(xc) dxs
+                xc = work[k + 1, c]
+                sc = one / (one + fast_exp(-xc))
+                g = dxs[bi, t, c] * sc * (one + xc * (one - sc))
+                work[k + 1, c] = g
+                work[k, c] += g
+                dxpad[bi, t + k - 1, c] = zero
+            for j in range(k):                      # dweight terms; dxpad[t + j] += w[j] d(xc)
+                for c in range(d):
+                    work[j, c] += work[k + 1, c] * xpad[bi, t + j, c]
+                    dxpad[bi, t + j, c] += wT[j, c] * work[k + 1, c]
+            if t % FLUSH == FLUSH - 1 or t == l - 1:
+                for j in range(k):                  # additions only (see scan/cpu.py on run-time checks)
                     for c in range(d):
-                        dxpad[bi, tp, c] += w[c, j] * dxc[bi, t, c]
+                        dw_part[bi, j, c] += work[j, c]
+                        work[j, c] = zero
+                for c in range(d):
+                    db_part[bi, c] += work[k, c]
+                    work[k, c] = zero
 
 
 def silu_conv_backward(dxs, cache):
@@ -95,15 +118,16 @@ def silu_conv_backward(dxs, cache):
     Returns:
         dx: (b, l, d), dweight: (d, 1, k), dbias: (d,), dconv_state: (b, k-1, d).
     """
-    xpad, w, xc, s = cache
-    b, l, d = xc.shape
-    k = w.shape[1]
-    dxc, dxpad = np.empty_like(xc), np.empty_like(xpad)
+    xpad, wT, bias = cache
+    k, d = wT.shape
+    b = xpad.shape[0]
+    dtype = xpad.dtype
+    dxpad = np.empty_like(xpad)
     dw_part, db_part = np.zeros((b, k, d)), np.zeros((b, d))
-    _silu_conv_backward_kernel(np.ascontiguousarray(dxs), xc, s, xpad, w, dxc, dxpad, dw_part, db_part,
-                               xc.dtype.type(1))
-    dweight = dw_part.sum(0).T[:, None, :].astype(xc.dtype)     # (d, 1, k)
-    return dxpad[:, k - 1:], dweight, db_part.sum(0).astype(xc.dtype), dxpad[:, :k - 1]
+    _silu_conv_backward_kernel(np.ascontiguousarray(dxs), xpad, wT, bias, dxpad, dw_part, db_part,
+                               dtype.type(0), dtype.type(1))
+    dweight = dw_part.sum(0).T[:, None, :].astype(dtype)        # (d, 1, k)
+    return dxpad[:, k - 1:], dweight, db_part.sum(0).astype(dtype), dxpad[:, :k - 1]
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -161,6 +185,9 @@ def gate_backward(dout, cache, dxz):
 # Rows per task of the kernels that sum over rows (b * l): a constant, so the partition, and
 # with it the order of the partial sums, depends on the shape only (never on the thread count).
 ROWS_PER_TASK = 256
+# Sums over channels vectorise only when LLVM may reorder them (reassoc); without it each
+# sum is one dependent chain of multiply-adds, 4 cycles per channel.
+FASTMATH_SUMS = FASTMATH | {"reassoc"}
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
@@ -201,7 +228,7 @@ def dt_softplus_forward(x_dbl, weight, bias):
     return delta.reshape(b, l, d), (x2, weight, sig)
 
 
-@njit(parallel=True, fastmath=FASTMATH, cache=True)
+@njit(parallel=True, fastmath=FASTMATH_SUMS, cache=True)
 def _dt_softplus_backward_kernel(ddelta, sig, x_dbl, WT, zero, dx_dbl, dW_part, db_part):
     m, d = ddelta.shape
     r = WT.shape[0]

@@ -1,6 +1,6 @@
 """Process settings that make NumPy + Numba fast on a small machine, measured, not guessed.
 
-Two things cost more than the arithmetic in a training step here:
+Three things cost more than the arithmetic in a training step here:
 
 * **BLAS threads fighting Numba's.** A multi-threaded BLAS (OpenBLAS spins its threads
   between calls) and Numba's parallel kernels each want every core and preempt each other:
@@ -11,13 +11,23 @@ Two things cost more than the arithmetic in a training step here:
   first touch: softplus on a (32, 64, 128) float32 array took 7.0 ms instead of 1.5 ms.
   :func:`reuse_freed_memory` raises glibc's thresholds so freed arrays are reused.
 
-:func:`tune_process` applies both; the training, evaluation, benchmark and demo commands
+* **Numba's threads spinning while they wait.** Numba's OpenMP threading layer (GNU
+  libgomp) keeps a thread that reaches the end of a parallel loop spinning for a while
+  before it sleeps. On a machine shared with other work, a spinning thread holds a core
+  that the thread it waits for needs: icl-train's ``--full`` step on 2 threads at load
+  average 6 on 2 cores took 264-280 ms with spinning, 24-37 ms with
+  ``OMP_WAIT_POLICY=PASSIVE``, and about 35 ms on 1 thread (medians of 15 steps, in
+  separate processes run back to back). :func:`wait_passively` sets that, unless the user
+  set it; it must run before the first parallel kernel loads libgomp.
+
+:func:`tune_process` applies all three; the training, evaluation, benchmark and demo commands
 call it at start-up. Library code never changes process settings behind a caller's back.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -53,7 +63,24 @@ def reuse_freed_memory(mmap_threshold=32 << 20, trim_threshold=256 << 20):
                 and mallopt(_M_TOP_PAD, 64 << 20))
 
 
+def wait_passively():
+    """Let idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``).
+
+    A value the user set is kept. Returns the policy in force, or None when libgomp was
+    already loaded before this call (then the environment variable comes too late).
+    """
+    policy = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        with open("/proc/self/maps") as maps:
+            loaded = any("libgomp" in line for line in maps)
+    except OSError:
+        loaded = False
+    return None if loaded else policy
+
+
 def tune_process(blas=1):
-    """One BLAS thread and reused memory: what every compute-heavy command wants here."""
+    """One BLAS thread, reused memory and sleeping idle threads: what every compute-heavy
+    command wants here."""
+    wait_passively()
     limit_blas_threads(blas)
     reuse_freed_memory()

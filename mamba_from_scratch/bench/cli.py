@@ -70,9 +70,10 @@ def main(argv=None):
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
     if args.blas_threads < 0:
         raise ValueError(f"--blas-threads must be >= 0, got {args.blas_threads}")
+    common.wait_passively()      # as the training commands do (runtime.py): idle threads sleep, ...
     if args.blas_threads:
         common.limit_blas_threads(args.blas_threads)
-    common.reuse_freed_memory()  # as the training commands do (runtime.py): no page faults per temporary
+    common.reuse_freed_memory()  # ... and no page faults per temporary
     quick = getattr(args, "quick", False)
     if args.what == "scan":
         from . import scan as bench

@@ -70,7 +70,7 @@ def machine():
             "numpy": np.__version__}
 
 
-from ..runtime import blas_threads, limit_blas_threads, reuse_freed_memory  # noqa: E402,F401  (re-exported for the bench modules)
+from ..runtime import blas_threads, limit_blas_threads, reuse_freed_memory, wait_passively  # noqa: E402,F401  (re-exported for the bench modules)
 
 
 def command_line(argv):
