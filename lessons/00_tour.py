@@ -31,6 +31,7 @@ N_MOMENT = 20_000 if FAST else 100_000  # examples averaged in the moment table 
 import math
 import subprocess
 import sys
+import types
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -43,6 +44,53 @@ from mamba_from_scratch.model import MambaConfig, init_params, model_forward
 rng = np.random.default_rng(SEED)
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
+
+
+def python_lines(f, *args, **kwargs):
+    """Call f(*args, **kwargs) and count the Python lines that this notebook's code runs meanwhile:
+    returns (result, lines). An array operation is one line whatever its size; a Python loop over
+    an axis runs its body once per element, so the count tells a vectorised function from a loop."""
+    notebook, lines = globals(), [0]
+
+    def count(frame, event, arg):
+        lines[0] += event == "line"
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: count if frame.f_globals is notebook else None)
+    try:
+        result = f(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
+    return result, lines[0]
 
 # %% [markdown]
 # ## 1. What Mamba is
@@ -234,9 +282,11 @@ plt.show()
 #
 # The project reproduces two 2025 papers on Mamba's in-context learning. Every detail we use
 # comes from the papers; where a paper's exact construction is not public, the code makes a
-# documented choice, and the lessons that use it say so.
+# documented choice, and the lessons that use it say so. The project's docs (`docs/results.md`)
+# and its command help number them **paper 1** (Oh et al.) and **paper 3** (Li et al.); there is
+# no paper 2 in this project, and the lessons use the same two names.
 #
-# **Oh, Suzuki & Huang 2025**, *Mamba Can Learn Low-Dimensional Targets In-Context via
+# **Oh, Huang & Suzuki 2025**, *Mamba Can Learn Low-Dimensional Targets In-Context via
 # Test-Time Feature Learning* (arXiv 2510.12026). The task is **single-index**: each
 # prompt draws a hidden direction `β` (in a fixed `r`-dimensional subspace of `R^d`), and
 # `y = g(<β, x>) + noise` for a known link `g`, e.g. a Hermite polynomial. Claims:
@@ -366,6 +416,13 @@ assert np.allclose(m1[0], 0, atol=1e-12), "y = x_1 x_2 has no linear part: m1 = 
 assert np.allclose(M2[0], [[0, 1, 0], [1, 0, 0], [0, 0, 0]], atol=1e-12), f"y = x_1 x_2: M2 = e1 e2^T + e2 e1^T, got\n{M2[0]}"
 assert np.allclose(m1[1], [0, 0, 2], atol=1e-12), f"y = 2 x_3 + 1: m1 = 2 e_3, got {m1[1]}"
 assert np.allclose(M2[1], 0, atol=1e-12), "y = 2 x_3 + 1: on this design M2 = 0 (odd moments vanish, E[xx^T] = I)"
+# The method: no Python loop. 3 prompts of 7 examples in d = 4 must not run more lines than 1 of 2 in d = 1.
+shape_rng = np.random.default_rng(12)
+_, lines_small = python_lines(label_moments, shape_rng.standard_normal((1, 2, 1)), shape_rng.standard_normal((1, 2)))
+_, lines_big = python_lines(label_moments, shape_rng.standard_normal((3, 7, 4)), shape_rng.standard_normal((3, 7)))
+assert lines_big - lines_small < 3, (f"{lines_small} Python lines for P = 1, N = 2, d = 1 but {lines_big} for P = 3, N = 7, "
+                                     "d = 4: vectorise over prompts and examples (np.einsum), no Python loop")
+assert not package_calls(label_moments), f"write the moments yourself, without {package_calls(label_moments)}"
 ### BEGIN HIDDEN TESTS
 hid_rng = np.random.default_rng(11)
 x_h, y_h = hid_rng.standard_normal((4, 50, 5)), hid_rng.standard_normal((4, 50))
@@ -421,7 +478,7 @@ for k in (2, 3, 4):
 # `He3` needs degree-3 correlations and `He4` degree-4 ones, which take far more examples
 # (the information exponent). A transform of the label, like `|y|`, brings the signal back
 # to degree 2 for both (the *generative exponent* is 2): that is the gate's job in
-# Oh, Suzuki & Huang 2025 (lessons 08 and 09). (`|y|` of the quadrature ignores the ±τ
+# Oh, Huang & Suzuki 2025 (lessons 08 and 09). (`|y|` of the quadrature ignores the ±τ
 # noise, which shifts its `c_2` slightly.)
 #
 # ### The lessons, in two tracks
@@ -444,7 +501,7 @@ for k in (2, 3, 4):
 # |---|---|---|
 # | `demo` | trains a 2-layer Mamba to do linear regression in context; loss curve and error vs examples seen | 06 |
 # | `bench scan`, `bench train-step` | times the scan backends and a training step | 03, 05 |
-# | `icl-theory` | Oh, Suzuki & Huang's one-layer gated Mamba vs linear attention and kernel ridge regression | 07 to 09 |
+# | `icl-theory` | Oh, Huang & Suzuki's one-layer gated Mamba vs linear attention and kernel ridge regression | 07 to 09 |
 # | `icl-train`, `icl-eval` | trains Mamba / linear-attention Transformer on single-index prompts; evaluates vs KRR | 10 |
 # | `outliers` | Li et al.: in-context classification with outliers | 11 |
 #
@@ -464,7 +521,7 @@ assert result.returncode == 0 and "demo" in result.stdout
 #   matrices depend on the token.
 # * In-context learning = learning a new task from the examples in the prompt, in the
 #   forward pass. Least squares on the context is the yardstick for linear tasks.
-# * Oh, Suzuki & Huang 2025: a gated one-layer Mamba learns single-index targets in context
+# * Oh, Huang & Suzuki 2025: a gated one-layer Mamba learns single-index targets in context
 #   by finding the hidden direction at test time; the gate (a transform of the labels) is
 #   what beats kernel-like learners. Li et al. 2025: the gate also filters outliers.
 # * The second moment `y·(xxᵀ − I)` finds `β` for `He2` only; for `He3` and `He4` a label

@@ -32,7 +32,9 @@ L_VIEW = 32 if FAST else 48         # sequence length of the recurrent-vs-convol
 
 # %%
 import math
+import sys
 import time
+import types
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -43,6 +45,53 @@ rng = np.random.default_rng(SEED)
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 frozen = np.load("_data/01_scan.npz")   # reference arrays written by _data/make_01.py from the package
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
+
+
+def python_lines(f, *args, **kwargs):
+    """Call f(*args, **kwargs) and count the Python lines that this notebook's code runs meanwhile:
+    returns (result, lines). An array operation is one line whatever its size; a Python loop over
+    an axis runs its body once per element, so the count tells a vectorised function from a loop."""
+    notebook, lines = globals(), [0]
+
+    def count(frame, event, arg):
+        lines[0] += event == "line"
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: count if frame.f_globals is notebook else None)
+    try:
+        result = f(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
+    return result, lines[0]
 
 # %% [markdown]
 # ## 1. The idea in words
@@ -224,6 +273,10 @@ assert np.isclose(B_bar[i_, t_, k_, j_], math.expm1(x_) / A_c[k_, j_] * B_c[i_, 
     "B_bar[b, t, d, n] = (exp(delta A) - 1) / A[d, n] * B[b, t, n]"
 steady = B_bar / (1 - A_bar)                                 # ZOH's DC gain, (b, l, d, n)
 assert np.allclose(steady, -B_c[:, :, None, :] / A_c, rtol=1e-10), "ZOH's steady state must be -B/A for every delta"
+# The method: broadcasting, no loop. 120 elements must not run more Python lines than 1.
+_, lines_small = python_lines(discretize_zoh, delta_c[:1, :1, :1], A_c[:1, :1], B_c[:1, :1, :1])
+_, lines_big = python_lines(discretize_zoh, delta_c, A_c, B_c)
+assert lines_big - lines_small < 3, f"{lines_small} Python lines for one element, {lines_big} for 120: use broadcasting, no loops"
 ### BEGIN HIDDEN TESTS
 for i_, t_, k_, j_ in np.ndindex(2, 5, 3, 4):
     x_ = delta_c[i_, t_, k_] * A_c[k_, j_]
@@ -313,7 +366,9 @@ def random_scan_inputs(rng, b, l, d, n):
 # The check compares with arrays the package computed once and froze in `_data/01_scan.npz`
 # (a float64 run of its reference scan), and with two closed forms: one step
 # (`h_1 = Δ_1 B_1 u_1`), and the impulse response of one channel with `n = 1`
-# (`y_t = C Δ B e^{(t-1)ΔA}` after a unit impulse at `t = 1`).
+# (`y_t = C Δ B e^{(t-1)ΔA}` after a unit impulse at `t = 1`). It also checks the method: it
+# counts the Python lines your function runs at two sizes with the same `l` (a loop over batch,
+# channels or state runs more of them), and it rejects a call of the package's scan.
 
 # %% tags=["solution"]
 def selective_scan(u, delta, A, B, C, D):
@@ -352,6 +407,13 @@ h_hand = (delta1 * u1)[:, :, None] * B1[:, None, :]                          # (
 assert np.allclose(h_1, h_hand, rtol=1e-12), "after one step h = delta B u"
 assert np.allclose(y_1[:, 0], (h_hand * C1[:, None, :]).sum(-1) + frozen["a_D"] * u1, rtol=1e-12), \
     "after one step y = sum_n C h + D u"
+# The method: only the loop over time. With l = 6 fixed, 60 times more (batch, channel, state)
+# elements must not run more Python lines; and no call of the package's scan.
+_, lines_small = python_lines(selective_scan, *random_scan_inputs(np.random.default_rng(8), 1, 6, 1, 1))
+_, lines_big = python_lines(selective_scan, *random_scan_inputs(np.random.default_rng(8), 4, 6, 3, 5))
+assert lines_big - lines_small < 6, (f"{lines_small} Python lines at b = d = n = 1, {lines_big} at b = 4, d = 3, n = 5: "
+                                     "keep only the loop over time and vectorise over batch, channels and state")
+assert not package_calls(selective_scan), f"write the loop yourself, without {package_calls(selective_scan)}"
 ### BEGIN HIDDEN TESTS
 y_h, h_h = selective_scan(*(frozen["h_" + k] for k in names))
 assert np.shape(y_h) == (1, 5, 2) and np.shape(h_h) == (1, 2, 6)
@@ -460,6 +522,7 @@ delta_n1, A1 = np.array([0.5, 2.0]), np.array([[-1.0], [-0.25]])
 K1 = conv_kernel(delta_n1, A1, np.array([2.0]), np.array([3.0]), 4)
 hand = 6.0 * delta_n1[:, None] * np.exp(np.arange(4) * (delta_n1[:, None] * A1))
 assert np.shape(K1) == (2, 4) and np.allclose(K1, hand, rtol=1e-12), f"n = 1: expected\n{hand}\ngot\n{K1}"
+assert not package_calls(conv_kernel), f"compute K from its formula, without the package's scan ({package_calls(conv_kernel)})"
 ### BEGIN HIDDEN TESTS
 # A causal convolution of any input with K[c] reproduces the frozen scan's outputs: impulse at t = 0
 # convolved is K itself, and linearity gives a shifted, scaled copy for an impulse at t = 3.

@@ -30,6 +30,9 @@ L_SCALAR = 12 if FAST else 40   # length of the scalar recurrence we check by fi
 L_DECAY = 100 if FAST else 400  # length of the sequence in the gradient-decay figure
 
 # %%
+import sys
+import types
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -38,6 +41,53 @@ from mamba_from_scratch.scan import selective_scan_backward, selective_scan_forw
 rng = np.random.default_rng(SEED)
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
+
+
+def python_lines(f, *args, **kwargs):
+    """Call f(*args, **kwargs) and count the Python lines that this notebook's code runs meanwhile:
+    returns (result, lines). An array operation is one line whatever its size; a Python loop over
+    an axis runs its body once per element, so the count tells a vectorised function from a loop."""
+    notebook, lines = globals(), [0]
+
+    def count(frame, event, arg):
+        lines[0] += event == "line"
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: count if frame.f_globals is notebook else None)
+    try:
+        result = f(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
+    return result, lines[0]
 
 # %% [markdown]
 # ## 1. The idea in words
@@ -241,7 +291,9 @@ def grad_rel_error(analytic, numeric):
 #
 # The check compares every gradient with float64 central differences of
 # `L = Σ dy·y + Σ dh_last·h_l` (relative error below `1e-6`) at tiny, *distinct* sizes
-# (`b=2, l=5, d=3, n=4`), so a swapped axis fails loudly.
+# (`b=2, l=5, d=3, n=4`), so a swapped axis fails loudly. It also checks the method: it counts
+# the Python lines your function runs at two sizes with the same `l` (a loop over batch,
+# channels or state runs more of them), and it rejects a call of the package's backward.
 
 # %% tags=["solution"]
 def s6_backward(dy, dh_last, u, delta, A, B, C, D, h0, hs):
@@ -286,6 +338,16 @@ for name, g_, x_, fd in zip(GRAD_NAMES, got, chk_inputs, s6_fd_gradients(chk_inp
     assert np.shape(g_) == x_.shape, f"{name} must have shape {x_.shape}, got {np.shape(g_)}"
     err = grad_rel_error(np.asarray(g_), fd)
     assert err < 1e-6, f"{name}: relative error {err:.1e} against finite differences"
+# The method: one loop over time, whole-array operations inside it. With l = 6 fixed, 60 times
+# more (batch, channel, state) elements must not run more Python lines; no call of the package.
+lines_at = {}
+for size in ((1, 6, 1, 1), (3, 6, 4, 5)):
+    m_inputs, m_dy, m_dh_last = random_s6_problem(np.random.default_rng(24), *size)
+    _, lines_at[size] = python_lines(s6_backward, m_dy, m_dh_last, *m_inputs, s6_forward(*m_inputs)[1])
+assert lines_at[(3, 6, 4, 5)] - lines_at[(1, 6, 1, 1)] < 6, \
+    (f"{lines_at[(1, 6, 1, 1)]} Python lines at b = d = n = 1 but {lines_at[(3, 6, 4, 5)]} at b = 3, d = 4, n = 5: "
+     "loop over time only, and vectorise over batch, channels and state")
+assert not package_calls(s6_backward), f"write the adjoint yourself, without {package_calls(s6_backward)}"
 ### BEGIN HIDDEN TESTS
 for seed, size in [(22, (1, 6, 2, 5)), (23, (3, 4, 5, 2))]:
     h_inputs, h_dy, h_dh_last = random_s6_problem(np.random.default_rng(seed), *size)
@@ -472,6 +534,8 @@ for name, g_, x_, fd in zip(GRAD_NAMES, grads, ck_inputs, ck_fd):
     assert np.shape(g_) == x_.shape, f"{name} must have shape {x_.shape}, got {np.shape(g_)}"
     assert grad_rel_error(np.asarray(g_), fd) < 1e-6, f"K = 4: {name} disagrees with finite differences"
 check_checkpoints(store, ck_inputs, 4)
+assert not package_calls(s6_backward_ckpt, allowed={"s6_backward"}), \
+    f"recompute the chunks with your own code, without {package_calls(s6_backward_ckpt, allowed={'s6_backward'})}"
 # Memory, measured: at l = 1024 all states take b l d n 8 bytes = 1 MiB; the gradients themselves
 # (du, ddelta, dB, dC, ...) take 0.56 MiB. Allow the outputs plus a third of what storing every
 # state needs (0.33 MiB), room for the 32 checkpoints, a chunk's states and temporaries.

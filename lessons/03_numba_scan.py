@@ -46,6 +46,7 @@ REPEATS = 2 if FAST else 5                   # best-of for each timing
 import math
 import re
 import time
+import types
 
 import matplotlib.pyplot as plt
 import numba
@@ -62,6 +63,34 @@ plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 THREADS = numba.config.NUMBA_NUM_THREADS
 print(f"Numba {numba.__version__}, {THREADS} threads on {os.cpu_count()} cores")
 print("load average (1, 5, 15 min):", os.getloadavg())
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
 
 
 def best_time(fn, repeats=REPEATS):
@@ -164,10 +193,11 @@ report("@njit serial", ns["@njit serial"], "ns / element")
 # | `B`, `C` | `(b, l, n)` |
 # | `D` | `(d,)` |
 #
-# The check runs your kernel in float64 against frozen reference outputs (`_data/03_scan.npz`,
-# rel. error `1e-10`), and inspects what Numba compiled: the kernel must be `parallel=True`
-# and contain a parallel loop that came from your `prange` (Numba's parfor diagnostics; a
-# serial `range` gives none).
+# The check runs `scan_prange` and your kernel itself in float64 against frozen reference
+# outputs (`_data/03_scan.npz`, rel. error `1e-10`), and inspects what Numba compiled: the
+# kernel must be `parallel=True` and contain a parallel loop that came from your `prange`
+# (Numba's parfor diagnostics; a serial `range` gives none). The package's scan may not be
+# called.
 
 # %% tags=["solution"]
 @njit(parallel=True)
@@ -222,6 +252,10 @@ y_a = scan_prange(*(frozen["a_" + k] for k in names))
 assert np.shape(y_a) == (2, 9, 5), f"y must be (b, l, d) = (2, 9, 5), got {np.shape(y_a)}"
 assert np.allclose(y_a, frozen["a_y"], rtol=1e-10, atol=1e-12), "scan_prange disagrees with the frozen reference"
 assert prange_loops(_scan_prange_kernel, np.float64) >= 1, "no prange loop in the compiled kernel: use prange(b * d)"
+y_kernel = np.full_like(frozen["a_u"], np.nan)
+_scan_prange_kernel(*(frozen["a_" + k] for k in names), y_kernel)
+assert np.allclose(y_kernel, frozen["a_y"], rtol=1e-10, atol=1e-12), "the kernel itself must fill every y[b, t, d]"
+assert not package_calls(scan_prange), f"launch your kernel, not {package_calls(scan_prange)}"
 ### BEGIN HIDDEN TESTS
 y_h = scan_prange(*(frozen["h_" + k] for k in names))
 assert np.shape(y_h) == (1, 6, 4) and np.allclose(y_h, frozen["h_y"], rtol=1e-10, atol=1e-12)

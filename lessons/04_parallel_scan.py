@@ -411,8 +411,9 @@ print("pairs combined per call of op, l = 8:", log_op.sizes)
 # Write `adjoint_by_scan(a, cg, scan)`: given `a` (the decays `a_1..a_l`) and `cg` (the
 # products `c_t g_t`), both `(l, c)`, return `δ` `(l, c)` with **one** call of
 # `scan(a', b')`, which returns the inclusive prefixes `(A_pre, h)` of its inputs (no loop
-# over time in your code). The check passes a scan that counts its calls and compares `δ`
-# with the adjoint read from the package's backward (frozen).
+# over time in your code). The check passes a scan that counts its calls, compares `δ` with the
+# adjoint read from the package's backward (frozen), and passes a scan whose states are all
+# doubled: your `δ` must double with them (it must be the scan's result, not computed beside it).
 
 # %% tags=["solution"]
 def adjoint_by_scan(a, cg, scan):
@@ -449,6 +450,12 @@ for key in ("s", "p"):
     assert len(calls) == 1 and calls[0] == (l, c), f"call scan exactly once, on (l, c) arrays; calls: {calls}"
     assert adj.shape == (l, c), f"delta must have shape {(l, c)}, got {adj.shape}"
     assert np.allclose(adj, REF[f"{key}_adj"], rtol=1e-10, atol=1e-13), f"l = {l}: delta differs from the package's adjoint"
+# The method: delta must come out of the scan. A scan that returns every state doubled must give
+# a doubled delta (a loop that computes delta itself and calls scan for show would not).
+doubled = lambda a_, b_: (lambda r: (r[0], 2.0 * r[1]))(counted_scan([])(a_, b_))
+adj2 = np.asarray(adjoint_by_scan(REF["s_a"].copy(), REF["s_g"].copy(), doubled), dtype=float)
+assert np.allclose(adj2, 2.0 * REF["s_adj"], rtol=1e-10, atol=1e-13), \
+    "delta must be read from the scan's result: with a scan whose states are doubled, delta must double"
 ### BEGIN HIDDEN TESTS
 calls = []
 adj = np.asarray(adjoint_by_scan(REF["q_a"].copy(), REF["q_g"].copy(), counted_scan(calls)), dtype=float)

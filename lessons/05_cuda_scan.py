@@ -252,7 +252,8 @@ plt.show()
 # `x > 0` use `x + log1p(exp(-x))` so that `exp` does not overflow, and use `log1p` in both
 # branches: `log(1 + 1e-22)` is `0` in floating point, `log1p(1e-22)` is `1e-22`. Then write
 # the host function `softplus_gpu(x, tpb)` that copies `x` to the device, launches enough
-# blocks of `tpb` threads to cover it, and returns the result as a host array.
+# blocks of `tpb` threads to cover it, and returns the result as a host array. The check runs
+# your kernel by itself too, and watches `softplus_gpu` launch it.
 
 # %% tags=["solution"]
 @cuda.jit
@@ -287,6 +288,32 @@ got_sp = np.asarray(softplus_gpu(x_sp, 4))                 # 3 blocks of 4 threa
 assert got_sp.shape == x_sp.shape, f"one output per input: shape {x_sp.shape}, got {got_sp.shape}"
 expected_sp = np.logaddexp(0.0, x_sp.astype(np.float64))    # the closed form, in float64
 assert np.allclose(got_sp, expected_sp, rtol=1e-6, atol=1e-30), f"softplus values: {got_sp} vs {expected_sp}"
+# The method: the kernel itself computes softplus, and softplus_gpu launches it.
+x_k = np.linspace(-6.0, 6.0, 13)
+out_k = cuda.device_array(13, np.float64)
+softplus_kernel[4, 4](cuda.to_device(x_k), out_k)
+assert np.allclose(out_k.copy_to_host(), np.logaddexp(0.0, x_k), rtol=1e-13, atol=1e-300), \
+    "softplus_kernel itself must write out[i] = softplus(x[i]) (launched here with 4 blocks of 4 threads)"
+
+
+class LaunchLog:
+    """Stands in for the kernel while softplus_gpu runs: records each launch configuration."""
+
+    def __init__(self, kernel):
+        self.kernel, self.configs = kernel, []
+
+    def __getitem__(self, config):
+        self.configs.append(config)
+        return self.kernel[config]
+
+
+_kernel, softplus_kernel = softplus_kernel, LaunchLog(softplus_kernel)
+try:
+    got_logged = np.asarray(softplus_gpu(x_sp, 4))
+finally:
+    launches, softplus_kernel = softplus_kernel.configs, _kernel
+assert launches, "softplus_gpu must compute on the device: launch softplus_kernel[blocks, tpb](...)"
+assert np.allclose(got_logged, expected_sp, rtol=1e-6, atol=1e-30)
 ### BEGIN HIDDEN TESTS
 x_h = np.linspace(-30, 30, 37)                               # float64, not a multiple of tpb
 got_h = np.asarray(softplus_gpu(x_h, 8))
