@@ -14,10 +14,10 @@ import os
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from .model import MambaConfig, init_params, model_backward, model_forward
 from .optim import AdamW, TrainingDiverged, clip_grad_norm, cosine_lr, nonfinite_report
+from .progress import Progress
 from .runtime import tune_process
 from .scan import BACKENDS, resolve_backend
 from .validate import check_choice, check_output_dir, check_positive_float, check_positive_int
@@ -52,8 +52,8 @@ def train(cfg, steps, batch, n_examples, d, lr, seed, backend="numba", progress=
     params = init_params(cfg, rng)
     opt = AdamW(params, lr=lr, weight_decay=0.01)
     losses = []
-    bar = tqdm(range(steps), desc="demo", disable=not progress, mininterval=0.5)
-    for step in bar:
+    bar = Progress(steps, "demo", enabled=progress)
+    for step in range(steps):
         tokens, y = linear_regression_prompts(rng, batch, n_examples, d)
         out, cache = model_forward(params, cfg, tokens, backend)
         err = out[..., 0] - y                                                   # (b, N)
@@ -73,6 +73,8 @@ def train(cfg, steps, batch, n_examples, d, lr, seed, backend="numba", progress=
             raise error
         losses.append(loss)
         bar.set_postfix(loss=f"{loss:.3f}")
+        bar.update()
+    bar.close()
     tokens, y = linear_regression_prompts(np.random.default_rng(seed + 1), 512, n_examples, d)
     out, _ = model_forward(params, cfg, tokens, backend)
     per_position = np.mean((out[..., 0] - y) ** 2, axis=0)

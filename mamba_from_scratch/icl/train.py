@@ -40,12 +40,12 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import linear_attention as lat
 from .. import model as mamba
 from ..checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from ..optim import AdamW, clip_grad_norm, cosine_lr, nonfinite_report
+from ..progress import Progress
 from ..runtime import tune_process
 from ..scan import BACKENDS, resolve_backend
 from ..validate import check_choice, check_number, check_output_dir, check_positive_float, check_positive_int
@@ -394,8 +394,7 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
         return f"no checkpoint was written (the first was due after step {first})"
 
     status, message = "done", ""
-    bar = tqdm(total=until, initial=st["step"], desc=f"{tc.model} {tc.link} d={tc.d}", disable=not progress,
-               dynamic_ncols=True)
+    bar = Progress(total=until, initial=st["step"], desc=f"{tc.model} {tc.link} d={tc.d}", enabled=progress)
     try:
         while st["step"] < until:
             step = st["step"]

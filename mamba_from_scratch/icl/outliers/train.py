@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from ...optim import TrainingDiverged, cosine_lr, nonfinite_report
+from ...progress import Progress
 from ...validate import check_choice, check_positive_float, check_positive_int
 from .data import CORRUPTIONS, DataConfig, Patterns, Prompts, sample_prompts
 from .model import METHODS, MODELS, hinge_backward, hinge_forward, model_backward, model_forward
@@ -68,7 +68,7 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
         lrs: {name: peak SGD step size}; ``cfg.lr`` is not used here.
         train_tasks: (T, 2) task pairs to draw training prompts from.
         eval_sets: {set name: Prompts} whose error is recorded every ``eval_every`` steps.
-        desc: tqdm label (None: no progress bar).
+        desc: progress bar label (None: no progress bar).
     Returns:
         {name: history} with history = {"step": [...], "loss": mean hinge loss over the last
         eval_every steps, and for each eval set "error_<set name>": [...]}.
@@ -82,7 +82,8 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
     eval_sets = eval_sets or {}
     history = {name: {"step": [], "loss": [], **{f"error_{e}": [] for e in eval_sets}} for name in models}
     window = {name: [] for name in models}
-    for step in tqdm(range(1, cfg.steps + 1), desc=desc, disable=desc is None, leave=False):
+    bar = Progress(cfg.steps, desc, enabled=desc is not None, leave=False)
+    for step in range(1, cfg.steps + 1):
         batch = sample_prompts(data_cfg, patterns, train_tasks, cfg.batch, cfg.p_a,
                                cfg.corruption, rng)
         scale = 1.0 if cfg.schedule == "constant" else cosine_lr(step - 1, cfg.steps, 1.0)
@@ -107,6 +108,8 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
                 window[name] = []
                 for e, prompts in eval_sets.items():
                     h[f"error_{e}"].append(evaluate(params, prompts, cfg.method))
+        bar.update()
+    bar.close()
     return history
 
 
