@@ -35,7 +35,9 @@ GEN_LENGTHS = [4, 8, 16] if FAST else [8, 16, 32, 64, 128, 256]   # tokens gener
 INIT_D_MODEL = 64 if FAST else 256                                # model width for the init picture
 
 # %%
+import sys
 import time
+import types
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -53,6 +55,53 @@ rng = np.random.default_rng(SEED)
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 REF = np.load("_data/06_conv.npz")   # frozen conv outputs of the package (lessons/_data/make_06.py)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
+
+
+def python_lines(f, *args, **kwargs):
+    """Call f(*args, **kwargs) and count the Python lines that this notebook's code runs meanwhile:
+    returns (result, lines). An array operation is one line whatever its size; a Python loop over
+    an axis runs its body once per element, so the count tells a vectorised function from a loop."""
+    notebook, lines = globals(), [0]
+
+    def count(frame, event, arg):
+        lines[0] += event == "line"
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: count if frame.f_globals is notebook else None)
+    try:
+        result = f(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
+    return result, lines[0]
 
 # %% [markdown]
 # ## 1. The block in words
@@ -190,6 +239,7 @@ assert abs(np.mean(np.log10(dt_chk) < -2.5) - 0.25) < 0.02, "a quarter of the ch
 one = np.asarray(dt_bias_init(np.random.default_rng(4), 5, dt_min=0.01, dt_max=0.01))
 assert one.shape == (5,) and np.allclose(one, 0.01 + np.log(-np.expm1(-0.01)), rtol=1e-12, atol=0), \
     "dt_min = dt_max = 0.01: every bias is softplus^-1(0.01) = 0.01 + log(1 - e^-0.01)"
+assert not package_calls(dt_bias_init), f"draw the steps yourself, without {package_calls(dt_bias_init)}"
 ### BEGIN HIDDEN TESTS
 low = np.asarray(dt_bias_init(np.random.default_rng(5), 7, dt_min=1e-6, dt_max=1e-5, floor=1e-4))
 assert low.shape == (7,) and np.allclose(low, 1e-4 + np.log(-np.expm1(-1e-4)), rtol=1e-12, atol=0), \
@@ -309,6 +359,7 @@ def check_rmsnorm(seed, shape, eps, x_scale=1.0):
 
 
 check_rmsnorm(61, (2, 5, 6), 1e-5)
+assert not package_calls(rmsnorm_backward), f"write the backward yourself, without {package_calls(rmsnorm_backward)}"
 ### BEGIN HIDDEN TESTS
 check_rmsnorm(62, (3, 7), 0.5)                     # a large eps: where it sits matters
 check_rmsnorm(63, (1, 2, 3, 4), 1e-5, x_scale=0.01)  # tiny tokens: eps is a large part of the rms
@@ -354,7 +405,8 @@ for name, mine, pkg in zip(("dx", "dweight"), rmsnorm_backward(dout_n, x_n, w_n)
 # Write `conv_backward(dout, x, weight, conv_state)`, with loops over the `k` taps at most
 # (not over time). `dconv_state` is the gradient with respect to the carried inputs (for
 # `None`, with respect to the zeros), so that a backward over a long sequence processed in
-# pieces can hand it to the piece before.
+# pieces can hand it to the piece before. (The check counts the Python lines your function
+# runs at two sizes with the same `k`: a loop over time, batch or channels runs more of them.)
 
 # %% tags=["solution"]
 def conv_backward(dout, x, weight, conv_state=None):
@@ -396,6 +448,17 @@ def check_conv(seed, b, l, d, k, with_state=True):
 
 
 check_conv(64, 2, 9, 6, 4)
+# The method: a loop over the k taps at most. 5 times more steps, 3 times more batch and 4 times
+# more channels (same k = 4) must not run more Python lines; and no call of the package's conv.
+lines_at = []
+for b_, l_, d_ in ((1, 3, 1), (3, 15, 4)):
+    r_ = np.random.default_rng(71)
+    args_ = (r_.standard_normal((b_, l_, d_)), r_.standard_normal((b_, l_, d_)), r_.standard_normal((d_, 1, 4)),
+             r_.standard_normal((b_, 3, d_)))
+    lines_at.append(python_lines(conv_backward, *args_)[1])
+assert lines_at[1] - lines_at[0] < 6, (f"{lines_at[0]} Python lines at b = 1, l = 3, d = 1 but {lines_at[1]} at b = 3, "
+                                       "l = 15, d = 4: loop over the k taps only, not over time, batch or channels")
+assert not package_calls(conv_backward), f"write the backward yourself, without {package_calls(conv_backward)}"
 ### BEGIN HIDDEN TESTS
 check_conv(65, 3, 5, 2, 4, with_state=False)      # no carried state: the gradient of the zeros
 check_conv(66, 1, 2, 3, 4)                        # l < k - 1: every output still sees the state
@@ -431,7 +494,8 @@ if not _passed["06.3"]:
 # | `xs` feeds the scan (as `u`) **and** `x_proj` | add the two gradients |
 #
 # The check compares every gradient and `dx` with central differences of
-# `L = Σ out · dout` (relative error below `1e-6`) at sizes where no two axes are equal.
+# `L = Σ out · dout` (relative error below `1e-6`) at sizes where no two axes are equal, and
+# rejects a call of the package's mixer or layer backwards (other than the scan's).
 
 # %% tags=["solution"]
 def mixer_backward(dout, cache):
@@ -498,6 +562,9 @@ def check_mixer(seed, d_model, d_state, b, l):
 
 
 check_mixer(68, 4, 3, 2, 5)                         # d_inner = 8, n = 3, r = 1
+_allowed = {"selective_scan_backward", "conv_backward"}
+assert not package_calls(mixer_backward, allowed=_allowed), \
+    f"only selective_scan_backward and your conv_backward may be called, not {package_calls(mixer_backward, allowed=_allowed)}"
 ### BEGIN HIDDEN TESTS
 check_mixer(69, 6, 2, 1, 7)                         # d_inner = 12, n = 2
 check_mixer(70, 3, 5, 3, 2)                         # l = 2 < k - 1
@@ -612,6 +679,7 @@ def check_conv_step(key):
 
 
 check_conv_step("a")
+assert not package_calls(conv_step), f"write the step yourself, without {package_calls(conv_step)}"
 ### BEGIN HIDDEN TESTS
 check_conv_step("b")                                # k = 2, b = 1, d = 3
 ### END HIDDEN TESTS

@@ -29,6 +29,7 @@ OVERLAP_PROMPTS = 8 if FAST else 64                 # prompts per context length
 
 # %%
 import math
+import types
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -47,6 +48,35 @@ FROZEN = np.load("_data/08_gates.npz")       # reference numbers written by less
 
 def softplus(v):
     return np.logaddexp(0.0, v)
+
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
 
 # %% [markdown]
 # ## 1. The idea in words
@@ -102,7 +132,8 @@ def softplus(v):
 # The check uses closed forms you can derive by hand for `N = 1, 2`, the identity
 # `Σ_{j≤N} G_j = 1 - s_{N+1} - Π_{l=1}^{N+1} (1 - s_l)` (feed the recurrence a constant 1 from
 # `h_0 = 1`: the state stays 1, shared between the context tokens, the query's own write of its
-# label 0, and what is left of the initial state), and frozen weights from the package.
+# label 0, and what is left of the initial state), and frozen weights from the package. You may
+# use the package's `sigmoid` and `gate_bias`, not its `gate_weights` (that is the answer).
 
 # %% tags=["solution"]
 def s6_gate_weights(y, rho=0.25, b0=0.0):
@@ -147,6 +178,8 @@ _Ga = s6_gate_weights(_y12, 0.25, 0.0)
 _s_query = _sig(-math.log(12))                                   # the query's gate (label 0)
 _keep = np.prod(1 - _sig(_y12 / 0.25 - math.log(12)), axis=1) * (1 - _s_query)
 assert rel_error(_Ga.sum(axis=1), 1 - _s_query - _keep) < 1e-10, "sum_j G_j = 1 - s_query - prod_l (1 - s_l)"
+_used = package_calls(s6_gate_weights, allowed={"gate_bias", "sigmoid"})
+assert not _used, f"run the recurrence yourself (gate_bias and sigmoid may be used), not {_used}"
 ### BEGIN HIDDEN TESTS
 assert np.shape(_Ga) == (3, 12) and rel_error(_Ga, FROZEN["gate_G_a"]) < 1e-10, "differs from the frozen weights"
 assert rel_error(s6_gate_weights(_y12, 0.5, 1.0), FROZEN["gate_G_b"]) < 1e-10, "rho and b0 must be used"
@@ -263,6 +296,8 @@ T0, TN = label_transform(y_he3, 0.25, 0.0), label_transform(y_he3, 0.25, -math.l
 assert abs(np.mean(y_he3 * z_chk)) < 0.02 and abs(np.mean(y_he3 * h2_chk)) < 0.02, "identity: no degree 1 or 2"
 assert abs(np.mean(T0 * z_chk)) < 0.05 < 0.3 < np.mean(T0 * h2_chk) / T0.std(), "b = 0: degree 2 only"
 assert np.mean(TN * z_chk) / TN.std() > 0.2, "b = -log N: degree 1 appears"
+assert not package_calls(label_transform, allowed={"sigmoid"}), \
+    f"write T(y) yourself (sigmoid may be used), not {package_calls(label_transform, allowed={'sigmoid'})}"
 ### BEGIN HIDDEN TESTS
 for _i, (_rho, _bb) in enumerate([(0.25, 0.0), (0.25, -math.log(4096)), (1.0, -2.0)]):
     _T = label_transform(FROZEN["lt_y"], _rho, _bb)

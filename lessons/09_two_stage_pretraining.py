@@ -106,7 +106,7 @@ GATES = ["normalized", "none"]        # the gated model and linear attention (G_
 # | `γ1` | `stage1(...)[0]` | the Stage I result, `(D,)` |
 # | share on the subspace | `gamma_concentration` | `Σ_{relevant} γ² / Σ γ²` (constant excluded) |
 #
-# ### Exercise 1: the Stage I loss and its gradient with respect to `γ`
+# ### Exercise 09.1: the Stage I loss and its gradient with respect to `γ`
 # The whole model on one batch of `P` prompts with `Q` queries each, forward:
 #
 # $$\text{out}_{pq} = h_p^\top(\gamma \odot \varphi(x_{pq})), \quad
@@ -276,7 +276,7 @@ plt.show()
 #
 # with `λ` chosen on a held-out quarter of the `T2` prompts.
 #
-# ### Exercise 2: the ridge fit
+# ### Exercise 09.2: the ridge fit
 # Write `ridge_fit(F, y, lam)` returning `a` above (`F` is `(n, W)`, `y` is `(n,)`), by the
 # normal equations (a `W × W` solve; never form an inverse). The check compares it with the
 # gradient condition of the objective (`Fᵀ(Fa - y)/n + λa = 0`), with a least squares problem
@@ -349,6 +349,17 @@ for lam in (1e-4, 0.01, 1.0):
 # report each method's error **divided by the zero predictor's on the same prompts**, with a
 # paired standard error in which the prompts' common difficulty cancels. Below 1 = better
 # than predicting 0; 0 = perfect.
+#
+# **What paper 1 predicts for this experiment** (its result, stated in lesson 07): once
+# pretrained, the gated model needs a number of context examples `N` that grows polynomially in
+# the subspace dimension `r`, with a power set by the generative exponent (He3: `ge = 1`), and
+# does not grow with the ambient `d` (pretraining pays for `d`); correlational learners pay for
+# the information exponent and for `d`: linear attention and kernels need `N` of order `d^{ie}`
+# (He3: `ie = 3`). Here `r = 2` is fixed, so the test is in `d` and `N`: the gated model should go
+# below 1 at both `d` and not fall far behind at the larger `d`; linear attention, whose
+# statistic holds only the degree ≤ 2 coefficients (all zero for He3, lesson 08), should stay at
+# 1; KRR on the full `x` should be worse at the larger `d`, and KRR told the subspace should not
+# care about `d`. (The sweep over `r` is `icl-theory --sweep`, in `docs/results_icl_theory.md`.)
 
 # %%
 def relative(d, N, method, e_method, e_zero):

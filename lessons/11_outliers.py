@@ -1,12 +1,13 @@
 # %% [markdown]
 # # 11 · Outliers: why a gate helps in-context classification
 #
-# **Goal.** Paper 3's setting (Li et al. 2025): a one-layer Mamba and a one-layer linear
-# Transformer classify a query from a prompt of labelled examples, some of which are
-# **outliers** with corrupted labels. The Mamba's input-dependent gate learns to damp the
-# outliers; the linear Transformer averages them in. We train both (the package's
-# hand-written SGD), measure the error as the outlier probability `α` grows, look at the
-# learned gates, and compare with the exact error floor of the mechanism.
+# **Goal.** The setting of Li et al. 2025 (paper 3 in the project's docs, lesson 00): a
+# one-layer Mamba and a one-layer linear Transformer classify a query from a prompt of
+# labelled examples, some of which are **outliers** with corrupted labels. The Mamba's
+# input-dependent gate learns to damp the outliers; the linear Transformer averages them in.
+# We train both (the package's hand-written SGD), measure the error as the outlier
+# probability `α` grows, look at the learned gates, and compare with the exact error floor of
+# the mechanism.
 #
 # **Prerequisites.** Lesson 08 (the gated sum `Σ G_i ...` as an S6 scan with `A = -1`).
 #
@@ -31,6 +32,8 @@ GATE_PROMPTS = 300 if FAST else 2000    # prompts for the mean gate profile
 
 # %%
 import math
+import sys
+import types
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,6 +55,54 @@ def rel_err(a, b):
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     assert a.shape == b.shape, f"shape {a.shape}, expected {b.shape}"
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
+
+
+def python_lines(f, *args, **kwargs):
+    """Call f(*args, **kwargs) and count the Python lines that this notebook's code runs meanwhile:
+    returns (result, lines). An array operation is one line whatever its size; a Python loop over
+    an axis runs its body once per element, so the count tells a vectorised function from a loop."""
+    notebook, lines = globals(), [0]
+
+    def count(frame, event, arg):
+        lines[0] += event == "line"
+        return count
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: count if frame.f_globals is notebook else None)
+    try:
+        result = f(*args, **kwargs)
+    finally:
+        sys.settrace(previous)
+    return result, lines[0]
 
 
 rng = np.random.default_rng(0)
@@ -120,7 +171,7 @@ assert np.allclose(F_loop, F_closed, rtol=1e-10) and np.allclose(F_scan, F_close
 print("loop == closed form == selective scan:", np.round(F_closed, 4))
 
 # %% [markdown]
-# ### Exercise 1: the hinge loss, forward and backward
+# ### Exercise 11.1: the hinge loss, forward and backward
 # Training minimises the mean hinge loss over a batch of `b` prompts,
 #
 # $$\ell(F, y) = \frac{1}{b}\sum_{n=1}^{b} \max(0,\; 1 - y_n F_n), \qquad
@@ -169,6 +220,8 @@ assert abs(_loss - 0.82) < 1e-12, f"loss: expected (0.7 + 1.5 + 1.9) / 5 = 0.82,
 _dF = my_hinge_backward(1.0, _cache)
 assert np.shape(_dF) == (5,), f"dF has the shape of F, (b,); got {np.shape(_dF)}"
 assert np.allclose(_dF, [0.0, -0.2, -0.2, 0.0, 0.2], rtol=0, atol=1e-12), f"dF: expected -y/b on violated margins, got {_dF}"
+_used = package_calls(my_hinge_forward, my_hinge_backward)
+assert not _used, f"write the hinge loss and its gradient yourself, without {_used}"
 ### BEGIN HIDDEN TESTS
 _r = np.random.default_rng(11)
 _Fb = 2.0 * _r.standard_normal(40)
@@ -193,7 +246,7 @@ _lp, _cp = hinge_forward(_F, _y)
 print("package loss", _lp, "gradient", hinge_backward(_cp))
 
 # %% [markdown]
-# ### Exercise 2: the learned gate, forward and backward
+# ### Exercise 11.2: the learned gate, forward and backward
 # The Mamba's only input-dependent part is its gate. With `v_i = w · p_i` and
 # `s_i = σ(v_i)`, the weight token `i` keeps at the query (token `L = l + 1`) is
 #
@@ -264,6 +317,16 @@ assert np.shape(_dw) == (5,) and np.shape(_dP) == (3, 7, 5), "dw is (d1,), dP is
 _fd_w = np.array([(np.sum(_dG * gate_forward(_P, _w + e)[0]) - np.sum(_dG * gate_forward(_P, _w - e)[0])) / 2e-6
                   for e in 1e-6 * np.eye(5)])
 assert np.abs(_dw - _fd_w).max() < 1e-7 * max(1.0, np.abs(_fd_w).max()), f"dw against finite differences: {_dw} vs {_fd_w}"
+_used = package_calls(gate_forward, gate_backward)
+assert not _used, f"write the gate and its backward yourself, without {_used}"
+# The method: vectorised over prompts. 6 prompts must not run more Python lines than 1 (same L).
+_Pl = np.random.default_rng(13).standard_normal((6, 7, 5))
+_lines = {}
+for _b in (1, 6):
+    (_Gl, _cl), _lf = python_lines(gate_forward, _Pl[:_b], _w)
+    _, _lb = python_lines(gate_backward, np.ones_like(_Gl), _cl)
+    _lines[_b] = _lf + _lb
+assert _lines[6] - _lines[1] < 4, f"{_lines[1]} Python lines for 1 prompt but {_lines[6]} for 6: no loop over prompts"
 ### BEGIN HIDDEN TESTS
 assert rel_err(_G, FROZEN["G"]) < 1e-10, "G against the frozen package weights"
 _Gb, _cb = gate_forward(FROZEN["P_big"], FROZEN["w_big"])  # |w . p| up to 50: saturated gates
@@ -313,7 +376,7 @@ i5 = list(ALPHAS).index(0.5)
 assert err["mamba"][:, i5].mean() < err["linear"][:, i5].mean() - 0.2, "at alpha = 0.5 the gate wins clearly"
 
 # %% [markdown]
-# ### Exercise 3: the exact error floor
+# ### Exercise 11.3: the exact error floor
 # The paper's mechanism is a **same-pattern vote**: attention keeps the examples of the
 # query's pattern and the gate damps outliers. It is forced wrong on a prompt with **no clean
 # example of the query's pattern**. Each example holds the query's pattern with probability
@@ -345,6 +408,7 @@ assert abs(float(floor_flipped(0.0, L)) - 0.5 ** (L + 1)) < 1e-15, \
 assert abs(float(floor_flipped(1.0, L)) - (1 - 0.5 ** (L + 1))) < 1e-12, "alpha = 1: every example is an outlier"
 _out = floor_flipped(np.array([0.1, 0.5, 0.9]), 5)
 assert np.shape(_out) == (3,), f"vectorised over alpha: expected shape (3,), got {np.shape(_out)}"
+assert not package_calls(floor_flipped), f"derive the floor yourself, without {package_calls(floor_flipped)}"
 ### BEGIN HIDDEN TESTS
 # binomial sum over k same-pattern examples: all of them outliers with probability alpha^k
 for _a in (0.1, 0.5, 0.9):
