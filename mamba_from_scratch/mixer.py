@@ -107,13 +107,13 @@ def mixer_backward(dout, c, dh_last=None):
         ddt, g["dt_proj.weight"], g["dt_proj.bias"] = linear_backward(ddtp, c["dt_proj"])
         dx_dbl = np.concatenate([ddt, dB, dC], axis=-1)                                # (b, l, r + 2n)
     dxs_proj, g["x_proj.weight"], _ = linear_backward(dx_dbl, c["x_proj"])
-    dxs += dxs_proj                                                                    # x feeds the scan and x_proj
-    if c["fused"]:
-        dxi, g["conv1d.weight"], g["conv1d.bias"], _ = silu_conv_backward(dxs, c["conv"])
+    if c["fused"]:                                                                     # x feeds the scan and x_proj:
+        g["conv1d.weight"], g["conv1d.bias"], _ = silu_conv_backward(dxs, c["conv"], dxz, dxs_proj)  # fills dxz's x half
     else:
+        dxs += dxs_proj                                                                # x feeds the scan and x_proj
         dxc = silu_backward(dxs, c["silu_x"])
         dxi, g["conv1d.weight"], g["conv1d.bias"], _ = conv1d_backward(dxc, c["conv"])
-    dxz[..., :d_inner] = dxi
+        dxz[..., :d_inner] = dxi
     dx, g["in_proj.weight"], _ = linear_backward(dxz, c["in_proj"])
     return dx, g, dh0
 

@@ -68,37 +68,48 @@ def conv_silu_forward(x, weight, bias, conv_state=None):
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _silu_conv_backward_kernel(dxs, xpad, wT, bias, dxpad, dw_part, db_part, zero, one):
+def _silu_conv_backward_kernel(dxs, dxs2, xpad, wT, bias, dxz, dstate, dw_part, db_part, zero, one):
     b, l, d = dxs.shape
     k = wT.shape[0]
     for bi in prange(b):                            # one sequence per task: its partial sums are its own
         # Rows 0..k-1: dweight's terms of the current FLUSH steps, row k: dbias's (summed in
         # the array's dtype, then added into the float64 partials); row k + 1: this step's
-        # xc, then d(xc).
-        work = np.empty((k + 2, d), dxs.dtype)
-        for j in range(k + 1):
+        # xc, then d(xc); rows k + 2 ..: d(conv input) of the last k - 1 steps, a ring buffer
+        # (row k + 2 + tp % (k - 1) holds padded step tp) finished as it leaves the window.
+        work = np.empty((2 * k + 1, d), dxs.dtype)
+        for j in range(2 * k + 1):
             for c in range(d):
                 work[j, c] = zero
-        for tp in range(k - 1):
-            for c in range(d):
-                dxpad[bi, tp, c] = zero
         for t in range(l):
             for c in range(d):                      # xc again, as the forward computed it
                 work[k + 1, c] = bias[c]
             for j in range(k):
                 for c in range(d):
                     work[k + 1, c] += wT[j, c] * xpad[bi, t + j, c]
-            for c in range(d):                      # d(xc) = silu'(xc) dxs
+            for c in range(d):                      # d(xc) = silu'(xc) (dxs + dxs2)
                 xc = work[k + 1, c]
                 sc = one / (one + fast_exp(-xc))
-                g = dxs[bi, t, c] * sc * (one + xc * (one - sc))
+                g = (dxs[bi, t, c] + dxs2[bi, t, c]) * sc * (one + xc * (one - sc))
                 work[k + 1, c] = g
                 work[k, c] += g
-                dxpad[bi, t + k - 1, c] = zero
-            for j in range(k):                      # dweight terms; dxpad[t + j] += w[j] d(xc)
+            for j in range(k):                      # dweight terms
                 for c in range(d):
                     work[j, c] += work[k + 1, c] * xpad[bi, t + j, c]
-                    dxpad[bi, t + j, c] += wT[j, c] * work[k + 1, c]
+            # d(padded input)[tp] = sum_j w[j] d(xc)[tp - j]: step tp = t (j = 0) is complete now,
+            # steps t + 1 .. t + k - 1 still wait for later terms.
+            r0 = k + 2 + t % (k - 1) if k > 1 else k + 1
+            for c in range(d):
+                done = work[r0, c] + wT[0, c] * work[k + 1, c] if k > 1 else wT[0, c] * work[k + 1, c]
+                if t >= k - 1:
+                    dxz[bi, t - (k - 1), c] = done
+                else:
+                    dstate[bi, t, c] = done
+                if k > 1:
+                    work[r0, c] = zero
+            for j in range(1, k):
+                r = k + 2 + (t + j) % (k - 1)
+                for c in range(d):
+                    work[r, c] += wT[j, c] * work[k + 1, c]
             if t % FLUSH == FLUSH - 1 or t == l - 1:
                 for j in range(k):                  # additions only (see scan/cpu.py on run-time checks)
                     for c in range(d):
@@ -107,37 +118,51 @@ def _silu_conv_backward_kernel(dxs, xpad, wT, bias, dxpad, dw_part, db_part, zer
                 for c in range(d):
                     db_part[bi, c] += work[k, c]
                     work[k, c] = zero
+        for tp in range(l, l + k - 1):              # the last k - 1 padded steps: terms complete
+            r = k + 2 + tp % (k - 1)
+            for c in range(d):
+                if tp >= k - 1:
+                    dxz[bi, tp - (k - 1), c] = work[r, c]
+                else:
+                    dstate[bi, tp, c] = work[r, c]
 
 
-def silu_conv_backward(dxs, cache):
+def silu_conv_backward(dxs, cache, dxz, dxs2=None):
     """Backward of :func:`conv_silu_forward`: ``silu_backward`` then ``conv1d_backward``.
+    Writes dx straight into the x half of ``dxz`` (as :func:`gate_backward` fills the z half).
 
     dweight and dbias sum over (b, l); each batch element's task keeps its own partial sums
     (in float64) and NumPy adds them, so there are no races and no atomics.
 
+    Args:
+        dxs: (b, l, d) gradient of the conv's output; ``dxs2``, if given, is added to it (the
+            mixer's x feeds both the scan and x_proj), saving a pass over memory.
+        dxz: (b, l, 2d) C-contiguous gradient buffer of in_proj's output, or a (b, l, d)
+            one for dx alone.
     Returns:
-        dx: (b, l, d), dweight: (d, 1, k), dbias: (d,), dconv_state: (b, k-1, d).
+        dweight: (d, 1, k), dbias: (d,), dconv_state: (b, k-1, d).
     """
     xpad, wT, bias = cache
     k, d = wT.shape
     b = xpad.shape[0]
     dtype = xpad.dtype
-    dxpad = np.empty_like(xpad)
+    dstate = np.empty((b, k - 1, d), dtype)
     dw_part, db_part = np.zeros((b, k, d)), np.zeros((b, d))
-    _silu_conv_backward_kernel(np.ascontiguousarray(dxs), xpad, wT, bias, dxpad, dw_part, db_part,
+    dxs = np.ascontiguousarray(dxs)
+    dxs2 = np.zeros_like(dxs) if dxs2 is None else np.ascontiguousarray(dxs2)
+    _silu_conv_backward_kernel(dxs, dxs2, xpad, wT, bias, dxz, dstate, dw_part, db_part,
                                dtype.type(0), dtype.type(1))
     dweight = dw_part.sum(0).T[:, None, :].astype(dtype)        # (d, 1, k)
-    return dxpad[:, k - 1:], dweight, db_part.sum(0).astype(dtype), dxpad[:, :k - 1]
+    return dweight, db_part.sum(0).astype(dtype), dstate
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _gate_forward_kernel(y, xz, s, out, one):
+def _gate_forward_kernel(y, xz, out, one):
     m, d = y.shape
     for i in prange(m):
         for c in range(d):
             z = xz[i, d + c]
-            s[i, c] = one / (one + fast_exp(-z))
-            out[i, c] = y[i, c] * z * s[i, c]
+            out[i, c] = y[i, c] * z / (one + fast_exp(-z))
 
 
 def gate_forward(y, xz):
@@ -146,22 +171,23 @@ def gate_forward(y, xz):
     Args:
         y: (b, l, d) scan output.  xz: (b, l, 2d) in_proj's output, C-contiguous.
     Returns:
-        out: (b, l, d), cache (y, xz, s = sigmoid(z)).
+        out: (b, l, d), cache (y, xz); the backward recomputes sigmoid(z) rather than read it.
     """
     shape = y.shape
     d = shape[-1]
     y2, xz2 = y.reshape(-1, d), xz.reshape(-1, 2 * d)
-    s, out = np.empty_like(y2), np.empty_like(y2)
-    _gate_forward_kernel(y2, xz2, s, out, y.dtype.type(1))
-    return out.reshape(shape), (y2, xz2, s, shape)
+    out = np.empty_like(y2)
+    _gate_forward_kernel(y2, xz2, out, y.dtype.type(1))
+    return out.reshape(shape), (y2, xz2, shape)
 
 
 @njit(parallel=True, fastmath=FASTMATH, cache=True)
-def _gate_backward_kernel(dout, y, xz, s, dy, dxz, one):
+def _gate_backward_kernel(dout, y, xz, dy, dxz, one):
     m, d = y.shape
     for i in prange(m):
         for c in range(d):
-            sc, z = s[i, c], xz[i, d + c]
+            z = xz[i, d + c]
+            sc = one / (one + fast_exp(-z))
             dy[i, c] = dout[i, c] * z * sc                                   # silu(z)
             dxz[i, d + c] = dout[i, c] * y[i, c] * sc * (one + z * (one - sc))  # dz
 
@@ -174,10 +200,10 @@ def gate_backward(dout, cache, dxz):
     Returns:
         dy: (b, l, d).
     """
-    y2, xz2, s, shape = cache
+    y2, xz2, shape = cache
     d = shape[-1]
     dy = np.empty_like(y2)
-    _gate_backward_kernel(np.ascontiguousarray(dout).reshape(-1, d), y2, xz2, s, dy,
+    _gate_backward_kernel(np.ascontiguousarray(dout).reshape(-1, d), y2, xz2, dy,
                           dxz.reshape(-1, 2 * d), y2.dtype.type(1))
     return dy.reshape(shape)
 

@@ -10,10 +10,11 @@ from mamba_from_scratch.mixer_kernels import (ROWS_PER_TASK, conv_silu_forward, 
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
-@pytest.mark.parametrize("l, with_state", [(1, False), (2, True), (9, True), (9, False)])
-def test_conv_silu_matches_the_layers(dtype, tol, l, with_state):
-    rng = np.random.default_rng(l)
-    b, d, k = 2, 5, 4
+@pytest.mark.parametrize("l, with_state, k", [(1, False, 4), (2, True, 4), (9, True, 4), (9, False, 4),
+                                             (5, True, 1), (5, True, 2), (3, True, 6)])
+def test_conv_silu_matches_the_layers(dtype, tol, l, with_state, k):
+    rng = np.random.default_rng(l + 10 * k)
+    b, d = 2, 5
     xz = rng.normal(size=(b, l, 2 * d)).astype(dtype) * 3
     x = xz[..., :d]                                   # a strided view, as in the mixer
     w, bias = rng.normal(size=(d, 1, k)).astype(dtype), rng.normal(size=d).astype(dtype)
@@ -24,9 +25,16 @@ def test_conv_silu_matches_the_layers(dtype, tol, l, with_state):
     want = conv1d_backward(silu_backward(dxs, silu_cache), conv_cache)
     xs, cache = conv_silu_forward(x, w, bias, state)
     assert xs.dtype == dtype and rel_error(xs, xs_ref) < tol
-    got = silu_conv_backward(dxs, cache)
-    for name, g, r in zip(["dx", "dweight", "dbias", "dconv_state"], got, want):
+    dxz = np.full((b, l, 2 * d), np.nan, dtype)
+    got = silu_conv_backward(dxs, cache, dxz)
+    for name, g, r in zip(["dx", "dweight", "dbias", "dconv_state"], (dxz[..., :d], *got), want):
         assert g.shape == r.shape and rel_error(g, r) < tol, name
+    assert np.all(np.isnan(dxz[..., d:])), "only the x half is written"
+    half = rng.normal(size=(b, l, d)).astype(dtype)                 # dxs2 is added to dxs
+    dx_sum = np.empty((b, l, d), dtype)
+    got = silu_conv_backward(dxs - half, cache, dx_sum, half)
+    for name, g, r in zip(["dx", "dweight", "dbias", "dconv_state"], (dx_sum, *got), want):
+        assert rel_error(g, r) < 10 * tol, name
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])
