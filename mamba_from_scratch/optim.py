@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .validate import (check_float_array, check_number, check_positive_float, check_positive_int,
+from .validate import (FLOAT_DTYPES, check_float_array, check_number, check_positive_float, check_positive_int,
                        nonfinite_keys)
 
 
@@ -90,8 +90,13 @@ class AdamW:
                 got = sorted(set(self.m) ^ set(d)) if isinstance(d, dict) else type(d).__name__
                 raise ValueError(f"{name} must be a dict with the optimizer's keys; mismatched: {got}")
         for k, g in grads.items():
-            check_float_array(f"params[{k!r}]", params[k], shape=self.m[k].shape, finite=False)
-            check_float_array(f"grads[{k!r}]", g, shape=self.m[k].shape)
+            p, shape = params[k], self.m[k].shape
+            # the passing case inline (every training step); check_float_array words the failure
+            if not (isinstance(p, np.ndarray) and p.shape == shape and p.dtype.type in FLOAT_DTYPES
+                    and isinstance(g, np.ndarray) and g.shape == shape and g.dtype.type in FLOAT_DTYPES
+                    and np.isfinite(g).all()):
+                check_float_array(f"params[{k!r}]", p, shape=shape, finite=False)
+                check_float_array(f"grads[{k!r}]", g, shape=shape)
         lr = self.lr if lr is None else check_number("lr", lr, 0)
         b1, b2 = self.betas
         self.t += 1

@@ -401,11 +401,13 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
             t0 = time.perf_counter()
             x, y = sample_batch(tc, task, step, pool)
             loss, grads, _ = loss_and_grads(params, cfg, x, y, tc.encoding, tc.backend)
-            bad = nonfinite_report(loss, grads)
-            norm = clip_grad_norm(grads, tc.max_grad_norm) if bad is None else math.nan
+            # A NaN/Inf gradient makes the norm NaN/Inf: the norm is the check, and the report
+            # names the gradients only when it fails.
+            norm = clip_grad_norm(grads, tc.max_grad_norm) if grads is not None else math.nan
             median = float(np.median(recent)) if len(recent) >= RECENT_NORMS // 2 else math.inf
-            if bad is not None or not math.isfinite(norm):
-                status, message = "diverged", f"step {step}: {bad or f'gradient norm {norm} is not finite'}"
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                bad = nonfinite_report(loss, grads) or f"gradient norm {norm} is not finite"
+                status, message = "diverged", f"step {step}: {bad}"
             elif norm > tc.explode_factor * median:
                 status, message = "diverged", (f"step {step}: gradient norm {norm:.3g} exceeds {tc.explode_factor:g} "
                                                f"x the recent median {median:.3g}")
