@@ -323,6 +323,20 @@ def test_cli_bad_input_is_one_line_and_exit_2(workdir, capsys, monkeypatch, argv
     assert not written, written
 
 
+def test_read_only_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """A folder that cannot be written (simulated: root can write into a 0o555 folder) fails
+    the probe of check_output_dir, before the first step and not at the first checkpoint."""
+    import mamba_from_scratch.validate as validate
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(validate.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(train, "sample_batch", lambda *a: pytest.fail("training started"))
+    assert cli.main(["icl-train", "--out", str(tmp_path / "out"), *TINY]) == 2
+    assert capsys.readouterr().err == f"error: --out {str(tmp_path / 'out')!r} is not a writable folder (Permission denied)\n"
+
+
 def test_cli_debug_shows_the_traceback(workdir, monkeypatch):
     argv = ["icl-train", "--out", str(workdir / "x"), "--n-val", "1"]
     with pytest.raises(ValueError, match="n_val"):

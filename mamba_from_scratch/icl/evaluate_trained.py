@@ -344,7 +344,7 @@ def main(argv=None):
                               not args.no_progress)
         rows += r
         paired += p
-        sources += [{"label": m[0], "path": m[4], "step": m[5]["step"], "command": m[5].get("command"),
+        sources += [{"label": m[0], "path": m[4], "step": m[5].get("step"), "command": m[5].get("command"),
                      "code_version": m[5].get("code_version"), "n_params": m[5].get("n_params")} for m in members]
     write_csv(os.path.join(args.out, "metrics.csv"), rows)
     write_csv(os.path.join(args.out, "paired.csv"), paired)
