@@ -73,6 +73,16 @@ def machine():
 from ..runtime import blas_threads, limit_blas_threads, reuse_freed_memory, wait_passively  # noqa: E402,F401  (re-exported for the bench modules)
 
 
+def threading():
+    """Numba's threading layer and the OpenMP wait policy, as a phrase for the reports."""
+    import numba
+    try:
+        layer = numba.threading_layer()
+    except ValueError:                                  # no parallel kernel has run yet
+        layer = "not started"
+    return f"Numba threading layer: {layer}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+
+
 def command_line(argv):
     return "python -m mamba_from_scratch bench " + " ".join(shlex.quote(a) for a in argv)
 

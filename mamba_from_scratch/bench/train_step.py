@@ -14,13 +14,26 @@ the package's functions add up, per step, the time in the selective scan (forwar
 backward), in the projections (every ``linear_forward`` / ``linear_backward``: in_proj,
 x_proj, dt_proj, out_proj, read-in, read-out), and in the optimizer (gradient clipping and
 AdamW); "elementwise" is the rest of the step (conv + SiLU, softplus, the gate, RMSNorm,
-residuals, the loss, batch sampling and encoding). step / scan is the step's time over the
-scan's share of it.
+residuals, the loss, batch sampling and encoding; dt_proj's product is fused into the
+softplus kernel and counted there). step / scan is the step's time over the scan's share of it.
+
+``--baseline REV`` also times the same step with the package as it was at git revision REV
+(extracted with ``git archive`` into a temporary folder and imported as ``mfs_baseline``), in
+the same process, alternating the two steps; the speed-up is the median of the per-pair
+ratios, which a machine shared with other work disturbs least.
 """
 from __future__ import annotations
 
+import importlib
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +44,7 @@ CONFIGS = {
     "133k": dict(d_model=64, n_layer=4, d_state=16, d=32, N=127, batch=64),
 }
 PARTS = ("scan", "projections", "optimizer")
+TARGET_SPEEDUP = 2.0   # issue 13: at least twice the tokens/s of the code the issue measured
 
 
 class Split:
@@ -68,10 +82,25 @@ def instrumented(split):
             setattr(obj, name, fn)
 
 
-def build(name):
+def baseline_package(rev):
+    """The package as it was at git revision ``rev``, imported as ``mfs_baseline``."""
+    if "mfs_baseline" in sys.modules:
+        return sys.modules["mfs_baseline"]
+    repo = Path(__file__).resolve().parents[2]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "mamba_from_scratch"],
+                             capture_output=True, check=True).stdout
+    folder = tempfile.mkdtemp(prefix="mfs_baseline_")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    os.rename(Path(folder) / "mamba_from_scratch", Path(folder) / "mfs_baseline")
+    sys.path.insert(0, folder)
+    return importlib.import_module("mfs_baseline")
+
+
+def build(name, package="mamba_from_scratch"):
     """icl-train's config, task, parameters and optimizer for configuration ``name``."""
-    from mamba_from_scratch.icl import train
-    from mamba_from_scratch.optim import AdamW
+    train = importlib.import_module(f"{package}.icl.train")
+    AdamW = importlib.import_module(f"{package}.optim").AdamW
     c = CONFIGS[name]
     tc = train.TrainConfig(model="mamba", d=c["d"], N=c["N"], batch=c["batch"], d_model=c["d_model"],
                            n_layer=c["n_layer"], d_state=c["d_state"], steps=1000, warmup=10)
@@ -80,10 +109,10 @@ def build(name):
     return tc, cfg, params, opt, train.make_task(tc)
 
 
-def make_step(tc, cfg, params, opt, task):
+def make_step(tc, cfg, params, opt, task, package="mamba_from_scratch"):
     """One icl-train step (the loop body of train.train without logging and checkpoints)."""
-    from mamba_from_scratch.icl import train
-    from mamba_from_scratch.optim import cosine_lr
+    train = importlib.import_module(f"{package}.icl.train")
+    cosine_lr = importlib.import_module(f"{package}.optim").cosine_lr
     state = {"step": 0}
 
     def step():
@@ -96,30 +125,51 @@ def make_step(tc, cfg, params, opt, task):
     return step
 
 
-def measure(name, threads, repeats):
-    """Median step time, tokens/s and the time split of ``repeats`` steps on ``threads`` threads."""
+def measure(name, threads, repeats, baseline=None):
+    """Median step time, tokens/s and the time split of ``repeats`` steps on ``threads`` threads;
+    with ``baseline`` (a git revision) also the baseline's steps, alternating with ours."""
     import numba
     numba.set_num_threads(threads)
-    tc, cfg, params, opt, task = build(name)
-    step = make_step(tc, cfg, params, opt, task)
+    built = build(name)
+    step = make_step(*built)
     step()                                                       # compile, allocate
+    base_step, base_steps = None, []
+    if baseline:
+        package = baseline_package(baseline).__name__
+        base_step = make_step(*build(name, package), package=package)
+        base_step()
     split = Split()
     steps, parts = [], []
     with instrumented(split):
-        for _ in range(repeats):
+        for r in range(repeats):
+            if base_step is not None and r % 2 == 0:             # alternate which goes first
+                t0 = time.perf_counter()
+                base_step()
+                base_steps.append(time.perf_counter() - t0)
             before = dict(split.t)
             t0 = time.perf_counter()
             tokens = step()
             steps.append(time.perf_counter() - t0)
             parts.append({k: split.t[k] - before[k] for k in PARTS})
+            if base_step is not None and r % 2 == 1:
+                t0 = time.perf_counter()
+                base_step()
+                base_steps.append(time.perf_counter() - t0)
     med = float(np.median(steps))
     split_med = {k: float(np.median([p[k] for p in parts])) for k in PARTS}
     split_med["elementwise"] = float(np.median([s - sum(p.values()) for s, p in zip(steps, parts)]))
-    n_params = int(sum(v.size for v in params.values()))
-    return {"config": name, "threads": threads, "params": n_params, "tokens_per_step": tokens,
-            "step": {"median": med, "min": float(min(steps)), "max": float(max(steps))},
-            "tokens_per_s": tokens / med, "split": split_med, "step_over_scan": med / split_med["scan"],
-            "loadavg": common.loadavg()}
+    c = CONFIGS[name]
+    n_params = int(sum(v.size for v in built[2].values()))
+    out = {"config": name, "threads": threads, "params": n_params, "tokens_per_step": tokens,
+           "step": {"median": med, "min": float(min(steps)), "max": float(max(steps)), "runs": steps},
+           "tokens_per_s": tokens / med, "split": split_med, "step_over_scan": med / split_med["scan"],
+           "loadavg": common.loadavg(), "batch": (c["batch"], c["N"] + 1)}
+    if base_steps:
+        base_med = float(np.median(base_steps))
+        out["baseline"] = {"rev": baseline, "median": base_med, "min": float(min(base_steps)),
+                           "runs": base_steps, "tokens_per_s": tokens / base_med,
+                           "speedup": float(np.median(np.array(base_steps) / np.array(steps)))}
+    return out
 
 
 def run(args):
@@ -127,11 +177,12 @@ def run(args):
     import numba
     threads = [args.threads] if args.threads else sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)})
     res = {"machine": common.machine(), "blas_threads": common.blas_threads(), "numba": numba.__version__,
-           "loadavg_start": common.loadavg(), "repeats": args.repeats, "rows": []}
+           "loadavg_start": common.loadavg(), "repeats": args.repeats, "rows": [], "baseline": args.baseline}
     for name in CONFIGS:
         for th in threads:
             common.progress(f"train-step {name}, {th} thread(s)...")
-            res["rows"].append(measure(name, th, args.repeats))
+            res["rows"].append(measure(name, th, args.repeats, args.baseline))
+    res["threading"] = common.threading()
     res["loadavg_end"] = common.loadavg()
     return res
 
@@ -143,7 +194,8 @@ def render(res, argv):
         "## Training step (`bench train-step`)",
         "",
         f"Command: `{common.command_line(argv)}`  ",
-        f"Machine: {m['cpu']}, {m['nproc']} cores; Numba {res['numba']}, BLAS threads: {res['blas_threads']}  ",
+        f"Machine: {m['cpu']}, {m['nproc']} cores; Numba {res['numba']}, BLAS threads: {res['blas_threads']}, "
+        f"{res['threading']}  ",
         f"Load average (1/5/15 min): start {res['loadavg_start']}, end {res['loadavg_end']}",
         "",
         "icl-train's step (sample, encode, forward, MSE, backward, clip, AdamW; float32, numba scan), "
@@ -163,4 +215,20 @@ def render(res, argv):
                      f"({ms(s['min'])}, {ms(s['max'])}) | {r['tokens_per_s']:,.0f} | {ms(sp['scan'])} | "
                      f"{ms(sp['projections'])} | {ms(sp['elementwise'])} | {ms(sp['optimizer'])} | "
                      f"{r['step_over_scan']:.2f} | {r['loadavg'][0] if r['loadavg'] else '?'} |")
+    if res.get("baseline"):
+        lines += [
+            "",
+            f"Against the package at git revision `{res['baseline']}`, timed in the same process, the two "
+            "steps alternating (same configuration, seed and threads). Speed-up = median over the pairs of "
+            f"baseline step / our step (target ≥ {TARGET_SPEEDUP:g}×).",
+            "",
+            "| config | threads | baseline step ms (min) | baseline tokens/s | our step ms (min) | our tokens/s | speed-up |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in res["rows"]:
+            bl, s = r["baseline"], r["step"]
+            mark = " ✓" if bl["speedup"] >= TARGET_SPEEDUP else " ✗"
+            lines.append(f"| {r['config']} | {r['threads']} | {ms(bl['median'])} ({ms(bl['min'])}) | "
+                         f"{bl['tokens_per_s']:,.0f} | {ms(s['median'])} ({ms(s['min'])}) | {r['tokens_per_s']:,.0f} | "
+                         f"{bl['speedup']:.2f}×{mark} |")
     return "\n".join(lines)
