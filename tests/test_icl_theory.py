@@ -162,6 +162,9 @@ def test_product_gate_sweep_selects_on_validation_prompts_only(tmp_path):
     assert "selective scan" in test["product_best"]["note"]
     dev = float(test["product_best"]["note"].rsplit("= ", 1)[1])
     assert dev < 1e-10                                               # the scan and the closed form agree
+    os.remove(os.path.join(out, "product_gate_sweep.png"))
+    assert main(["--replot", "--out", out]) == 0                    # redrawn from the CSV alone
+    assert os.path.getsize(os.path.join(out, "product_gate_sweep.png")) > 0
 
 
 def test_sweep_validation_prompts_are_not_the_test_prompts():

@@ -697,6 +697,18 @@ def run_product_gate_sweep(args):
     return rows
 
 
+def read_sweep_rows(path):
+    """product_gate_sweep.csv back as rows, numbers as numbers (empty cells stay "")."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k, v in r.items():
+            if k in ("split", "role", "gate", "link", "note") or v == "":
+                continue
+            r[k] = int(v) if k in ("d", "r", "N", "n_prompts", "seed", "selected") else float(v)
+    return rows
+
+
 def product_gate_sweep_md(rows, args, timing):
     """The sweep as markdown: per (link, d, N) the validation grid and the test comparison."""
     out = [f"# Product (exact S6) gate vs normalized gate, (rho, b0) chosen on validation prompts "
@@ -770,7 +782,7 @@ def plot_product_gate_sweep(rows, path):
             test = {r["role"]: r for r in rows if r["split"] == "test" and r["link"] == link and r["d"] == d
                     and r["N"] == N}
             if test:
-                txt = "\n".join(f"{lab}: {test[k]['ratio_to_zero']:.2f} ± {test[k]['ratio_to_zero_se']:.2f}"
+                txt = "\n".join(f"{lab}: {test[k]['ratio_to_zero']:.3f} ± {test[k]['ratio_to_zero_se']:.3f}"
                                 for k, lab in (("product_best", f"product (rho {test['product_best']['rho']:g}, "
                                                                 f"b0 {test['product_best']['b0']:g})"),
                                                ("normalized_default", "normalized (0.25, 0)"),
@@ -906,8 +918,13 @@ def replot(args):
         elapsed = f"sweep run {m.group(1)}, redrawn by --replot" if m else "redrawn by --replot"
         write_sweep(rows, sweep, args.out, rows[0]["link"], args.threshold, elapsed)
         done.append(f"sweep_{sweep}.*")
+    path = os.path.join(args.out, "product_gate_sweep.csv")
+    if os.path.exists(path):
+        plot_product_gate_sweep(read_sweep_rows(path), os.path.join(args.out, "product_gate_sweep.png"))
+        done.append("product_gate_sweep.png")
     if not done:
-        raise ValueError(f"--replot found no metrics.csv or sweep_<r|d>_metrics.csv in --out {args.out!r}")
+        raise ValueError(f"--replot found no metrics.csv, sweep_<r|d>_metrics.csv or product_gate_sweep.csv "
+                         f"in --out {args.out!r}")
     return done
 
 
