@@ -58,9 +58,8 @@ def build_parser():
         p.add_argument("--json", default=None, help="raw results as JSON (default results/bench_<command>.json)")
         if name == "scan":
             p.add_argument("--quick", action="store_true", help="one small size, for a smoke test")
-        else:
-            p.add_argument("--baseline", default=None, metavar="REV",
-                           help="also time the package at this git revision, alternating in the same process")
+        p.add_argument("--baseline", default=None, metavar="REV",
+                       help="also time the package at this git revision, alternating in the same process")
     return parser
 
 

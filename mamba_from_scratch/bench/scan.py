@@ -17,6 +17,7 @@ that cache warm.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -68,19 +69,44 @@ def make_inputs(b, l, d_inner, n, seed=0, dtype=np.float32):
     return (u, delta, A, B, C, D), dy
 
 
-def time_backend(backend, shape, repeats, dtype="float32"):
-    """Forward and forward+backward timings of one backend at one size and dtype."""
-    from mamba_from_scratch.scan import selective_scan_backward, selective_scan_forward
+def time_backend(backend, shape, repeats, dtype="float32", baseline=None):
+    """Forward and forward+backward timings of one backend at one size and dtype.
+
+    With ``baseline`` (a package, see ``train_step.baseline_package``) the same backend of
+    that package is timed too, alternating call by call; each pass then also gets
+    "baseline" timings and "speedup", the median of the per-pair ratios baseline / ours.
+    """
+    from mamba_from_scratch import scan
     inputs, dy = make_inputs(*shape, dtype=np.dtype(dtype))
+    mods = {"ours": scan}
+    if baseline is not None:
+        mods["baseline"] = importlib.import_module(f"{baseline.__name__}.scan")
 
-    def fwd():
-        return selective_scan_forward(*inputs, backend=backend)
+    def fwd(mod):
+        return mod.selective_scan_forward(*inputs, backend=backend)
 
-    def fwd_bwd():
-        _, _, cache = selective_scan_forward(*inputs, backend=backend)
-        selective_scan_backward(dy, cache)
+    def fwd_bwd(mod):
+        _, _, cache = mod.selective_scan_forward(*inputs, backend=backend)
+        mod.selective_scan_backward(dy, cache)
 
-    return {"forward": common.time_calls(fwd, repeats), "forward+backward": common.time_calls(fwd_bwd, repeats)}
+    out = {}
+    for pass_, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
+        if baseline is None:
+            out[pass_] = common.time_calls(lambda: fn(scan), repeats)
+            continue
+        runs = {k: [] for k in mods}
+        for mod in mods.values():
+            fn(mod)                                            # warm-up
+        for r in range(repeats):
+            for key in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
+                runs[key].append(common.time_calls(lambda: fn(mods[key]), 1, warmup=0)["runs"][0])
+        out[pass_] = {**_summary(runs["ours"]), "baseline": _summary(runs["baseline"]),
+                      "speedup": float(np.median(np.array(runs["baseline"]) / np.array(runs["ours"])))}
+    return out
+
+
+def _summary(runs):
+    return {"median": float(np.median(runs)), "min": float(min(runs)), "max": float(max(runs)), "runs": runs}
 
 
 def compile_times():
@@ -141,9 +167,15 @@ def run(args):
     jobs = [(s, bk, dt) for s in shapes for dt in DTYPES for bk in backends
             if not (s == S_GPU and bk == "numpy") and not (bk == "numpy" and dt != "float32")]
     bar = Progress(len(jobs), "bench scan", every=1)
+    baseline = None
+    if args.baseline:
+        from .train_step import baseline_package
+        common.progress(f"baseline package at {args.baseline} (extract, compile in a separate process)...")
+        baseline = baseline_package(args.baseline)
+        res["baseline"] = args.baseline
     for shape, backend, dtype in jobs:
         bar.set_postfix(size=shape, backend=backend, dtype=dtype)
-        timings = time_backend(backend, shape, repeats, dtype)
+        timings = time_backend(backend, shape, repeats, dtype, baseline if backend == "numba" else None)
         elements = int(np.prod(shape))
         for pass_, t in timings.items():
             exps = 1 if pass_ == "forward" else 2
@@ -224,6 +256,16 @@ def render(res, argv):
     c = res["compile"]
     mem = res["backward_memory"]
     mib = lambda x: f"{x / 2**20:.2f} MiB"
+    if res.get("baseline"):
+        lines += ["", f"numba backend against the package at git revision `{res['baseline']}` (same inputs, "
+                  "the two called alternately in one process; speed-up = median of the per-pair ratios):", "",
+                  "| size (b, l, d_inner, n) | dtype | pass | baseline median ms (min) | our median ms (min) | speed-up |",
+                  "|---|---|---|---:|---:|---:|"]
+        for r in res["rows"]:
+            if "baseline" in r:
+                lines.append(f"| {tuple(r['shape'])} | {r['dtype']} | {r['pass']} | "
+                             f"{common.fmt_ms(r['baseline']['median'])} ({common.fmt_ms(r['baseline']['min'])}) | "
+                             f"{common.fmt_ms(r['median'])} ({common.fmt_ms(r['min'])}) | {r['speedup']:.2f}× |")
     lines += [
         "",
         "numba speed-up over the NumPy reference (float32): " + "; ".join(speedups) + ".",

@@ -21,9 +21,13 @@ softplus kernel and counted there). step / scan is the step's time over the scan
 (extracted with ``git archive`` into a temporary folder and imported as ``mfs_baseline``), in
 the same process, alternating the two steps; the speed-up is the median of the per-pair
 ratios, which a machine shared with other work disturbs least.
+
+Where the time goes in finer grain: each configuration is also profiled on one thread
+(cProfile, own time per step of the top ``PROFILE_TOP`` functions, after the timed steps).
 """
 from __future__ import annotations
 
+import cProfile
 import importlib
 import io
 import os
@@ -45,6 +49,7 @@ CONFIGS = {
 }
 PARTS = ("scan", "projections", "optimizer")
 TARGET_SPEEDUP = 2.0   # issue 13: at least twice the tokens/s of the code the issue measured
+PROFILE_TOP = 12
 
 
 class Split:
@@ -83,18 +88,51 @@ def instrumented(split):
 
 
 def baseline_package(rev):
-    """The package as it was at git revision ``rev``, imported as ``mfs_baseline``."""
+    """The package as it was at git revision ``rev``, imported as ``mfs_baseline``.
+
+    It is extracted once per commit into the temporary directory and its kernels are compiled
+    in a separate process first, as are ours (:func:`warm_caches`): Numba's freshly compiled
+    code ran about 10% slower here than the same code loaded from its cache (and gave other
+    bits), so both sides must run from their caches for the comparison to be fair.
+    """
     if "mfs_baseline" in sys.modules:
         return sys.modules["mfs_baseline"]
     repo = Path(__file__).resolve().parents[2]
-    archive = subprocess.run(["git", "-C", str(repo), "archive", rev, "mamba_from_scratch"],
-                             capture_output=True, check=True).stdout
-    folder = tempfile.mkdtemp(prefix="mfs_baseline_")
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(folder, filter="data")
-    os.rename(Path(folder) / "mamba_from_scratch", Path(folder) / "mfs_baseline")
-    sys.path.insert(0, folder)
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", rev], capture_output=True, check=True,
+                            text=True).stdout.strip()
+    folder = Path(tempfile.gettempdir()) / f"mfs_baseline_{commit[:12]}"
+    if not (folder / "mfs_baseline").is_dir():
+        archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "mamba_from_scratch"],
+                                 capture_output=True, check=True).stdout
+        staging = Path(tempfile.mkdtemp(prefix="mfs_baseline_"))
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(staging, filter="data")
+        folder.mkdir(exist_ok=True)
+        os.rename(staging / "mamba_from_scratch", folder / "mfs_baseline")
+    warm_caches(folder)
+    sys.path.insert(0, str(folder))
     return importlib.import_module("mfs_baseline")
+
+
+_WARM_SCRIPT = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from mamba_from_scratch.bench.train_step import CONFIGS, build, make_step
+import importlib
+from mamba_from_scratch.bench.scan import S1, make_inputs
+for package in ("mamba_from_scratch", "mfs_baseline"):
+    for name in CONFIGS:
+        make_step(*build(name, package), package=package)()
+    scan = importlib.import_module(package + ".scan")
+    for dtype in ("float32", "float64"):                     # bench scan's kernels too
+        inputs, dy = make_inputs(2, 40, S1[2], S1[3], dtype=dtype)
+        scan.selective_scan_backward(dy, scan.selective_scan_forward(*inputs, backend="numba")[2])
+"""
+
+
+def warm_caches(folder):
+    """Compile (or load) every kernel of a step of both packages in a separate process."""
+    subprocess.run([sys.executable, "-c", _WARM_SCRIPT, str(folder)], check=True, capture_output=True)
 
 
 def build(name, package="mamba_from_scratch"):
@@ -172,6 +210,27 @@ def measure(name, threads, repeats, baseline=None):
     return out
 
 
+def profile(name, repeats):
+    """Own time per step of the top PROFILE_TOP functions over ``repeats`` steps on one thread."""
+    import numba
+    import pstats
+    numba.set_num_threads(1)
+    step = make_step(*build(name))
+    step()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(repeats):
+        step()
+    profiler.disable()
+    stats = pstats.Stats(profiler).stats
+    top = []
+    for (filename, line, func), (_, calls, own, cum, _) in sorted(stats.items(), key=lambda kv: -kv[1][2])[:PROFILE_TOP]:
+        where = filename.split("mamba_from_scratch/")[-1] if "mamba_from_scratch" in filename else "~"
+        top.append({"function": f"{where}:{line}({func})", "calls_per_step": calls / repeats,
+                    "own_s": own / repeats, "cum_s": cum / repeats})
+    return top
+
+
 def run(args):
     """Both configurations on 1 and 2 threads (or ``--threads``); returns the results dict."""
     import numba
@@ -182,6 +241,10 @@ def run(args):
         for th in threads:
             common.progress(f"train-step {name}, {th} thread(s)...")
             res["rows"].append(measure(name, th, args.repeats, args.baseline))
+    res["profile"] = {}
+    for name in CONFIGS:
+        common.progress(f"train-step {name}: profile on 1 thread...")
+        res["profile"][name] = profile(name, max(3, args.repeats // 3))
     res["threading"] = common.threading()
     res["loadavg_end"] = common.loadavg()
     return res
@@ -231,4 +294,9 @@ def render(res, argv):
             lines.append(f"| {r['config']} | {r['threads']} | {ms(bl['median'])} ({ms(bl['min'])}) | "
                          f"{bl['tokens_per_s']:,.0f} | {ms(s['median'])} ({ms(s['min'])}) | {r['tokens_per_s']:,.0f} | "
                          f"{bl['speedup']:.2f}×{mark} |")
+    for name, top in res.get("profile", {}).items():
+        lines += ["", f"Where a {name} step spends its time on 1 thread (cProfile, own time per step, top {len(top)}):",
+                  "", "| function | calls / step | own ms / step | cumulative ms / step |", "|---|---:|---:|---:|"]
+        lines += [f"| `{t['function']}` | {t['calls_per_step']:g} | {t['own_s'] * 1e3:.2f} | {t['cum_s'] * 1e3:.2f} |"
+                  for t in top]
     return "\n".join(lines)
