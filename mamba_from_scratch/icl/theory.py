@@ -536,21 +536,24 @@ def _plot_pretraining(rows, path, link, d, N):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # every row is scored on the same test prompts: divide by the zero predictor's error on them
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     st = [r for r in rows if r["variant"] == "stage1"]
     Ts = sorted({r["stage1_prompts"] for r in st})
-    mean = [np.mean([r["error"] for r in st if r["stage1_prompts"] == T]) for T in Ts]
-    ax.scatter([r["stage1_prompts"] for r in st], [r["error"] for r in st], color="C0", s=12, alpha=0.6,
+    rel = {id(r): relative_to_zero(r) for r in rows}
+    mean = [np.mean([rel[id(r)][0] for r in st if r["stage1_prompts"] == T]) for T in Ts]
+    ax.scatter([r["stage1_prompts"] for r in st], [rel[id(r)][0] for r in st], color="C0", s=12, alpha=0.6,
                label="Stage I gamma (3 draws each)")
     ax.plot(Ts, mean, color="C0")
     for r, color in zip([r for r in rows if r["variant"] != "stage1"], ("k", "C2", "C3")):
-        ax.axhline(r["error"], color=color, ls="--", label=f"{r['variant']} ({r['error']:.2f} ± {r['stderr']:.2f})")
+        R, se = rel[id(r)]
+        ax.axhline(R, color=color, ls="--", label=f"{r['variant']} ({R:.2f} ± {se:.2f})")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("number of Stage I prompts T1")
-    ax.set_ylabel("test error / E[g^2]")
+    ax.set_ylabel("test error / zero predictor's error\n(same prompts)")
     ax.set_title(f"{link}, d = {d}, N = {N}: how much pretraining finds the subspace", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 0.07))
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

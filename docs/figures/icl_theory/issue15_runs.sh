@@ -31,3 +31,7 @@ run $F/stage1_streamed/seed1 table.md --links he3,he4 --d 16,32 --N 4096 --gates
     --n-prompts 1024 --krr-max-N 0 --seed 1 --stage1-prompts 65536 --stage1-chunk 1024
 # item 7: the pretraining ablation at --quick sizes, as the page's table
 run $F/ablate_pretraining ablate_pretraining.md --quick --ablate pretraining --N 4096
+# item 2: the T1 = 1024 run of seed 1 again (it is more_prompts/metrics_seed1.csv), now with the
+# split of the subspace's share into linear and quadratic features in metrics_stage1.csv
+run $F/more_prompts/he3he4_seed1 table.md --links he3,he4 --d 16,32 --N 4096 --gates normalized,none \
+    --n-prompts 1024 --krr-max-N 0 --seed 1
