@@ -46,6 +46,7 @@ _passed = {}                     # exercise id -> True once its check passed (re
 frozen = np.load("_data/01_scan.npz")   # reference arrays written by _data/make_01.py from the package
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 
+
 def package_calls(*functions, allowed=()):
     """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
     import inside them, or through this notebook's own functions that they call (followed, except

@@ -42,6 +42,7 @@ rng = np.random.default_rng(SEED)
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 
+
 def package_calls(*functions, allowed=()):
     """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
     import inside them, or through this notebook's own functions that they call (followed, except

@@ -23,7 +23,8 @@
 #
 # **Timings.** This machine is shared: every timing prints the load average beside it, and
 # timings taken under load (load average near or above the 2 cores) are not meaningful. The
-# committed outputs are one such run; re-run the lesson on an idle machine for real numbers.
+# committed outputs were taken with the machine otherwise idle (the load average printed,
+# about 1, is the notebook's own run).
 #
 # **You will use** `selective_scan_forward` with backends `"numpy"` and `"numba"`, and
 # `mamba_from_scratch.scan.fastexp.fast_exp_array`.
@@ -53,16 +54,22 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from mamba_from_scratch.runtime import tune_process
 from mamba_from_scratch.scan import selective_scan_forward
 from mamba_from_scratch.scan.fastexp import fast_exp_array
 
+# Before the first parallel kernel starts Numba's OpenMP threads: idle threads sleep instead of
+# spinning (OMP_WAIT_POLICY=PASSIVE), one BLAS thread. Section 5 says what it changes.
+tune_process()
 rng = np.random.default_rng(SEED)
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 frozen = np.load("_data/03_scan.npz")   # float64 reference outputs written by _data/make_03.py
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 THREADS = numba.config.NUMBA_NUM_THREADS
-print(f"Numba {numba.__version__}, {THREADS} threads on {os.cpu_count()} cores")
+print(f"Numba {numba.__version__}, {THREADS} threads on {os.cpu_count()} cores, "
+      f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 print("load average (1, 5, 15 min):", os.getloadavg())
+
 
 def package_calls(*functions, allowed=()):
     """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
@@ -509,18 +516,25 @@ plt.show()
 
 # %% [markdown]
 # **Reading the figure.** These are this machine's numbers at the moment the notebook ran,
-# with the load average in the title and beside every timing above. On a machine shared
-# with other jobs (load average at or above the 2 cores) they are not meaningful: in the
-# committed run several comparisons below can come out inverted, which is the load, not the
-# method. Re-run the lesson on an idle machine before drawing conclusions. What each
-# comparison measures, and what bounds it:
+# with the load average in the title and beside every timing above (about 1 in the committed
+# run: the notebook itself keeps a core busy). On a machine shared with other jobs (load
+# average at or above the 2 cores) they are not meaningful: an earlier run at load average 4,
+# without `tune_process`, had `prange` no faster than the serial loop and the package slower on
+# 2 threads than on 1. That was the load and the spinning threads (below), not the method. What
+# each comparison measures, and what bounds it:
 # * compiled serial vs NumPy: the interpreter overhead and temporaries that the NumPy loop
 #   pays at every step, against a compiled loop that still calls the library `exp` per
 #   element;
 # * `prange` vs serial, and the package on 2 threads vs 1: the gain from the cores, at most
 #   their number (2 here), and only when they are free (a `prange` waits for its slowest
 #   thread, so a parallel loop suffers more from a busy core than a serial one and can
-#   even be slower under load);
+#   even be slower under load). How the threads wait matters as much: without the
+#   `tune_process()` of the imports cell (OpenMP's default, a thread that finishes its share
+#   spins for a while before it sleeps), the package's kernel in a Jupyter kernel on this
+#   2-core machine took 0.85 ns per element on 2 threads against 0.46 on one, at load average
+#   1; with idle threads asleep (`OMP_WAIT_POLICY=PASSIVE`), 0.26 on 2 threads. The spinning
+#   thread holds a core that another thread of the process needs (Jupyter's own threads
+#   among them);
 # * the package vs `prange`: mostly the arithmetic `exp` (the exp table above shows the gap
 #   between `math.exp` and `fast_exp` alone) and the vectorised loop over `n`;
 # * the red line, the roofline bound: a kernel doing this work with `fast_exp` cannot go

@@ -56,6 +56,7 @@ _passed = {}                     # exercise id -> True once its check passed (re
 REF = np.load("_data/06_conv.npz")   # frozen conv outputs of the package (lessons/_data/make_06.py)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 
+
 def package_calls(*functions, allowed=()):
     """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
     import inside them, or through this notebook's own functions that they call (followed, except

@@ -11,12 +11,17 @@
 # **Prerequisites.** Lesson 06 (the model's forward and backward, `model_forward`,
 # `model_backward`); least squares; what Adam does helps but is explained.
 #
-# **Run time.** About 3 minutes on a 2-core machine at moderate load (measured: training 153 s at load average 3.1, 584 s at 5.4); about 10 seconds with `LESSONS_FAST=1`.
+# **Run time.** 10 to 20 seconds on a 2-core machine (measured: 11 s, of which training 9 s, at
+# load average 1.0; 18 s and 15 s at 2.9; 4 s with `LESSONS_FAST=1`). Without `tune_process`
+# (below) the same training took 153 s at load average 3.1 and 584 s at 5.4: Numba's threads and
+# a multi-threaded BLAS fought over the two cores.
 #
 # **You will use** `mamba_from_scratch.model` (`MambaConfig`, `init_params`, `model_forward`,
 # `model_backward`), `mamba_from_scratch.optim` (`AdamW`, `clip_grad_norm`, `cosine_lr`, after you
-# have written the AdamW step yourself), `mamba_from_scratch.demo.linear_regression_prompts` and
-# `mamba_from_scratch.gradcheck`.
+# have written the AdamW step yourself), `mamba_from_scratch.demo.linear_regression_prompts`,
+# `mamba_from_scratch.gradcheck` and `mamba_from_scratch.runtime.tune_process` (on a small
+# machine, one BLAS thread and idle Numba threads that sleep instead of spinning make a training
+# step several times faster under load).
 
 # %% tags=["parameters"]
 import os
@@ -35,6 +40,7 @@ EVAL_PROMPTS = 512                   # held-out prompts for the final curve
 # %%
 import math
 import time
+import types
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -43,11 +49,42 @@ from mamba_from_scratch.demo import linear_regression_prompts
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.model import MambaConfig, init_params, model_backward, model_forward
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
+from mamba_from_scratch.runtime import tune_process
 
+tune_process()  # one BLAS thread, reused memory, idle threads asleep: as the package's training commands
 rng = np.random.default_rng(SEED)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 FROZEN = np.load("_data/06b_training.npz")   # reference numbers written by lessons/_data/make_06b.py
+
+
+def package_calls(*functions, allowed=()):
+    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
+    import inside them, or through this notebook's own functions that they call (followed, except
+    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
+    answer."""
+    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
+    found, seen, todo = set(), set(), list(functions)
+    while todo:
+        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
+        code = getattr(f, "__code__", None)
+        if code is None or code in seen:
+            continue
+        seen.add(code)
+        codes = [code]
+        while codes:                                  # the function's code and the code nested in it
+            c = codes.pop()
+            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
+            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
+            for name in set(c.co_names) - set(allowed):
+                obj = f.__globals__.get(name)
+                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
+                        and str(origin).split(".")[0] == "mamba_from_scratch":
+                    found.add(name)
+                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
+                    todo.append(obj)
+    return found
 
 # %% [markdown]
 # ## 1. The task: a new regression problem in every prompt
@@ -130,6 +167,7 @@ assert np.allclose(_v1, 0.001 * _g[0] ** 2, rtol=1e-12, atol=0), "v after step 1
 _hand = _p0 - 1e-2 * (_g[0] / (np.abs(_g[0]) + 1e-8) + 0.1 * _p0)
 assert rel_error(_p1, _hand) < 1e-12, f"step 1 differs from the hand formula, rel. error {rel_error(_p1, _hand):.1e}"
 assert np.array_equal(_p0, FROZEN["adam_p0"]), "adamw_update must not modify its inputs"
+assert not package_calls(adamw_update), f"write the update yourself, without {package_calls(adamw_update)}"
 ### BEGIN HIDDEN TESTS
 # three steps with gradients of scale 1, 1e-3 and 10 against the package's AdamW (frozen)
 _p, _m, _v = _p0.copy(), _zero.copy(), _zero.copy()
@@ -222,6 +260,8 @@ def _gradcheck_model(seed, batch, length, keys=None):
 _loss, _errors = _gradcheck_model(63, 3, 5)
 print("worst relative error:", max(_errors.values()))
 assert max(_errors.values()) < 1e-6, {k: f"{e:.1e}" for k, e in _errors.items() if e >= 1e-6}
+_used = package_calls(loss_and_grads, allowed={"model_forward", "model_backward"})
+assert not _used, f"only model_forward and model_backward may be called, not {_used}"
 ### BEGIN HIDDEN TESTS
 assert abs(_loss - float(FROZEN["loss_value"])) < 1e-10 * _loss, "the loss differs from the frozen value"
 _, _errors = _gradcheck_model(7, 2, 9, keys=["read_in.weight", "layers.0.mixer.A_log", "read_out.bias"])
@@ -298,6 +338,9 @@ print("your losses:  ", np.round(_losses, 5))
 print("frozen losses:", np.round(_want, 5))
 assert abs(_losses[0] - _want[0]) < 1e-9 * _want[0], "step 0: the first batch or the loss differs"
 assert rel_error(_losses, _want) < 1e-8, "the trajectory departs from the frozen one: check the order of the steps"
+_allowed = {"AdamW", "clip_grad_norm", "cosine_lr", "linear_regression_prompts", "loss_and_grads"}
+assert not package_calls(train, allowed=_allowed), \
+    f"write the loop yourself from the pieces listed above, without {package_calls(train, allowed=_allowed)}"
 ### BEGIN HIDDEN TESTS
 for _key in ("read_out.weight", "layers.0.mixer.in_proj.weight"):
     assert rel_error(_params[_key], FROZEN[f"train_final.{_key}"]) < 1e-8, f"final {_key} differs: update params in place"

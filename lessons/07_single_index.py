@@ -45,6 +45,7 @@ plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 FROZEN = np.load("_data/07_hermite.npz")     # reference numbers written by lessons/_data/make_07.py
 
+
 def package_calls(*functions, allowed=()):
     """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
     import inside them, or through this notebook's own functions that they call (followed, except
