@@ -12,7 +12,7 @@
 #
 # **Run time.** About 5 seconds (4 seconds with `LESSONS_FAST=1`).
 #
-# **You will use** `mamba_from_scratch.model` (a forward pass of an untrained model),
+# **You will use** `mamba_from_scratch.models.mamba` (a forward pass of an untrained model),
 # `mamba_from_scratch.demo.linear_regression_prompts` (the prompts of `make demo`) and
 # `mamba_from_scratch.icl.links.hermite_he` (the Hermite polynomials, which lesson 07 builds).
 #
@@ -39,7 +39,7 @@ import numpy as np
 from mamba_from_scratch.demo import linear_regression_prompts
 from mamba_from_scratch.icl.features import weighted_feature_sum
 from mamba_from_scratch.icl.links import gauss_hermite_coefficients, hermite_he
-from mamba_from_scratch.model import MambaConfig, init_params, model_forward
+from mamba_from_scratch.models.mamba import MambaConfig, init_params, model_forward
 
 rng = np.random.default_rng(SEED)
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
@@ -100,7 +100,7 @@ def python_lines(f, *args, **kwargs):
 # instead of attention. Each layer carries a fixed-size state through the sequence with a
 # linear recurrence whose step size `Δ` and matrices `B, C` depend on the current token
 # (lesson 01). Cost is linear in the length, and generating a token needs only the state,
-# not the whole past. One Mamba block (official `mamba_simple.py`; our `mixer.py`):
+# not the whole past. One Mamba block (official `mamba_simple.py`; our `models/mixer.py`):
 #
 # ```
 # xz    = in_proj(x)                  split into x, z         (b, l, 2 d_inner)

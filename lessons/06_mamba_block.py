@@ -21,8 +21,8 @@
 # central differences, the step mode against frozen outputs of the package
 # (`lessons/_data/make_06.py`).
 #
-# **You will use** `mamba_from_scratch.mixer` (`mixer_forward`, `mixer_backward`),
-# `mamba_from_scratch.model` (`MambaConfig`, `init_params`, `model_forward`, `model_backward`,
+# **You will use** `mamba_from_scratch.models.mixer` (`mixer_forward`, `mixer_backward`),
+# `mamba_from_scratch.models.mamba` (`MambaConfig`, `init_params`, `model_forward`, `model_backward`,
 # `init_state`, `model_step`), `mamba_from_scratch.layers`, `selective_scan_forward` /
 # `selective_scan_backward` and `mamba_from_scratch.gradcheck`.
 
@@ -45,10 +45,11 @@ import numpy as np
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.layers import conv1d_backward, conv1d_forward, rmsnorm_forward, softplus_forward
 from mamba_from_scratch.layers import rmsnorm_backward as rmsnorm_backward_pkg
-from mamba_from_scratch.mixer import mixer_backward as package_mixer_backward
-from mamba_from_scratch.mixer import mixer_forward
-from mamba_from_scratch.model import (MambaConfig, init_params, init_state, layer_params, model_backward,
-                                      model_forward, model_step)
+from mamba_from_scratch.models.mamba import (MambaConfig, init_params, init_state, model_backward, model_forward,
+                                             model_step)
+from mamba_from_scratch.models.mixer import mixer_backward as package_mixer_backward
+from mamba_from_scratch.models.mixer import mixer_forward
+from mamba_from_scratch.params import sub_params
 from mamba_from_scratch.scan import selective_scan_backward, selective_scan_forward
 
 rng = np.random.default_rng(SEED)
@@ -188,9 +189,9 @@ def mixer_forward_cached(x, p):
 
 cfg = MambaConfig(d_model=8, n_layer=2, d_state=4, d_in=3, d_out=2)
 params = init_params(cfg, np.random.default_rng(SEED), dtype=np.float64)
-p0 = {k.split("mixer.")[1]: v for k, v in layer_params(params, 0).items() if "mixer." in k}
+p0 = sub_params(params, "layers.0.mixer.")
 x = rng.standard_normal((2, 7, cfg.d_model))
-out_pkg, _ = mixer_forward(x, p0, backend="numpy")
+out_pkg, _, _ = mixer_forward(x, p0, backend="numpy")
 out_mine, _ = mixer_forward_cached(x, p0)
 assert np.allclose(out_pkg, out_mine, rtol=1e-10, atol=1e-12)
 print("mixer_forward_cached == package mixer; max |diff| =", np.abs(out_pkg - out_mine).max())
@@ -577,8 +578,8 @@ print("exercise 06.4 passed: dx and every parameter's gradient agree with finite
 if not _passed["06.4"]:
     def mixer_backward(dout, cache):
         """The package's mixer backward (numpy backend) in place of the exercise."""
-        _, cache_pkg = mixer_forward(cache["x"], cache["p"], backend="numpy")
-        dx_, grads_, _ = package_mixer_backward(dout, cache_pkg)
+        _, _, cache_pkg = mixer_forward(cache["x"], cache["p"], backend="numpy")
+        grads_, dx_, _ = package_mixer_backward(dout, cache_pkg)
         return dx_, grads_
     print("exercise 06.4 not solved yet: the rest of the lesson uses the package's mixer backward")
 
@@ -590,7 +591,7 @@ if not _passed["06.4"]:
 # %%
 dout_m = rng.standard_normal(x.shape)
 dx_mine, g_mine = mixer_backward(dout_m, mixer_forward_cached(x, p0)[1])
-dx_pkg, g_pkg, _ = package_mixer_backward(dout_m, mixer_forward(x, p0, backend="numpy")[1])
+g_pkg, dx_pkg, _ = package_mixer_backward(dout_m, mixer_forward(x, p0, backend="numpy")[2])
 print(f"{'dx':>16}: relative error {rel_error(dx_mine, dx_pkg):.1e}")
 for name in sorted(g_pkg):
     print(f"{name:>16}: relative error {rel_error(g_mine[name], g_pkg[name]):.1e}")

@@ -16,7 +16,7 @@
 # (below) the same training took 153 s at load average 3.1 and 584 s at 5.4: Numba's threads and
 # a multi-threaded BLAS fought over the two cores.
 #
-# **You will use** `mamba_from_scratch.model` (`MambaConfig`, `init_params`, `model_forward`,
+# **You will use** `mamba_from_scratch.models.mamba` (`MambaConfig`, `init_params`, `model_forward`,
 # `model_backward`), `mamba_from_scratch.optim` (`AdamW`, `clip_grad_norm`, `cosine_lr`, after you
 # have written the AdamW step yourself), `mamba_from_scratch.demo.linear_regression_prompts`,
 # `mamba_from_scratch.gradcheck` and `mamba_from_scratch.runtime.tune_process` (on a small
@@ -47,7 +47,7 @@ import numpy as np
 
 from mamba_from_scratch.demo import linear_regression_prompts
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.model import MambaConfig, init_params, model_backward, model_forward
+from mamba_from_scratch.models.mamba import MambaConfig, init_params, model_backward, model_forward
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
 from mamba_from_scratch.runtime import tune_process
 

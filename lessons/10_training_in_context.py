@@ -197,7 +197,7 @@ if not _passed["10.1"]:
 # |---|---|---|
 # | `params`, `grads`, `m`, `v` | dicts of arrays, keyed by state-dict names | parameters, `∂L/∂θ`, Adam moments |
 # | `model_forward(params, cfg, tokens, "numpy")` | `tokens (P, T, d_in) -> out (P, T, 1), cache` | the package's model |
-# | `model_backward(dout, cache)` | `dout (P, T, 1) -> grads` | its hand-written backward |
+# | `model_backward(dout, cache)` | `dout (P, T, 1) -> grads, dx` | its hand-written backward |
 # | prediction of `y_t` | `out[:, t - 1, 0]` | the paired encoding predicts at every token |
 #
 # ### Exercise 10.2: one training step
@@ -228,7 +228,7 @@ def training_step(params, cfg, x, y, m, v, t, lr, weight_decay, betas=(0.9, 0.99
     err = out[:, :, 0] - y                                                 # (P, T)
     loss = float(np.mean(err ** 2))
     dout = (2.0 / err.size * err)[:, :, None]                              # (P, T, 1)
-    grads = model_backward(dout, cache)
+    grads, _ = model_backward(dout, cache)
     b1, b2 = betas
     new_params, new_m, new_v = {}, {}, {}
     for k, g in grads.items():

@@ -11,11 +11,17 @@ can leave the temporary behind; :func:`remove_stale_temporaries` deletes such le
 the training command calls it when a run starts or resumes. Loading checks everything it
 reads: a file that is not a checkpoint (truncated, another format, bad metadata, a config
 or parameters that do not match) is a ValueError naming the path and the problem.
+
+The config classes it knows are the models' (models.CONFIGS), imported here; the model
+modules never import this one. The config's class name in the metadata picks the class, and
+so the model: a softmax-attention checkpoint, whose parameters are named as a linear-attention
+one's, loads as a SoftmaxTFConfig and runs softmax attention.
+
+Tests: tests/test_checkpoint.py (and tests/test_reliability.py, tests/test_bad_input.py).
 """
 from __future__ import annotations
 
 import glob
-import importlib
 import json
 import os
 import tempfile
@@ -24,27 +30,19 @@ import zlib
 
 import numpy as np
 
-from .model import MambaConfig, check_params
+from .models import CONFIGS
+from .params import check_params
 
-CONFIG_CLASSES = {"MambaConfig": MambaConfig}
+CONFIG_CLASSES = {cls.__name__: cls for cls in CONFIGS}  # the name in a checkpoint's meta -> its class
 TMP_PREFIX = ".tmp-"  # save_checkpoint's temporaries: <folder>/.tmp-XXXXXXXX.npz
-# The package's other model configs and the modules that register them, imported on demand
-# so that load_checkpoint works without the caller importing the model's module first.
-CONFIG_MODULES = {"LinearTFConfig": "mamba_from_scratch.linear_attention"}
-
-
-def register_config(cls):
-    """Let :func:`load_checkpoint` rebuild configs of another model class (a decorator)."""
-    CONFIG_CLASSES[cls.__name__] = cls
-    return cls
 
 
 def save_checkpoint(path, params, cfg, extra=None, arrays=None):
-    """Atomically write ``params`` (dict of arrays), ``cfg`` (a registered config dataclass),
+    """Atomically write ``params`` (dict of arrays), ``cfg`` (a model config, one of models.CONFIGS),
     ``extra`` (JSON-serialisable dict) and ``arrays`` (dict of arrays) to ``path``."""
     check_params(params, cfg)
-    if type(cfg).__name__ not in CONFIG_CLASSES:
-        raise ValueError(f"cfg must be a registered config class, got {type(cfg).__name__}")
+    if type(cfg) not in CONFIGS:
+        raise ValueError(f"cfg must be one of the model configs {sorted(CONFIG_CLASSES)}, got {type(cfg).__name__}")
     meta = {"config_class": type(cfg).__name__, "config": cfg.to_dict(), "extra": extra or {}}
     payload = {f"params/{k}": v for k, v in params.items()}
     payload.update({f"arrays/{k}": np.asarray(v) for k, v in (arrays or {}).items()})
@@ -133,8 +131,6 @@ def load_checkpoint(path):
         if not isinstance(meta.get(key), kind):
             raise bad(f"its meta has no {kind.__name__} {key!r}")
     name = meta["config_class"]
-    if name not in CONFIG_CLASSES and name in CONFIG_MODULES:
-        importlib.import_module(CONFIG_MODULES[name])                   # registers the class
     cls = CONFIG_CLASSES.get(name)
     if cls is None:
         raise bad(f"config_class {name!r} is not one of {sorted(CONFIG_CLASSES)}")

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from .model import MambaConfig, init_params, model_backward, model_forward
+from .models.mamba import MambaConfig, init_params, model_backward, model_forward
 from .optim import AdamW, TrainingDiverged, clip_grad_norm, cosine_lr, nonfinite_report
 from .progress import Progress
 from .runtime import tune_process

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 
 from mamba_from_scratch import cli
-from mamba_from_scratch import linear_attention as lat
+from mamba_from_scratch.models import linear_attention as lat
 from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.icl import train
 from mamba_from_scratch.layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward,
                                        rmsnorm_backward, rmsnorm_forward, silu_forward, softplus_backward,
                                        softplus_forward)
-from mamba_from_scratch.model import (MambaConfig, init_params, init_state, model_backward, model_forward,
+from mamba_from_scratch.models.mamba import (MambaConfig, init_params, init_state, model_backward, model_forward,
                                       model_step)
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
 from mamba_from_scratch.scan import gpu_available, selective_scan_backward, selective_scan_forward

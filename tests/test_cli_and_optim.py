@@ -7,7 +7,7 @@ import pytest
 
 from mamba_from_scratch.cli import COMMANDS, main
 from mamba_from_scratch.demo import linear_regression_prompts, train
-from mamba_from_scratch.model import MambaConfig
+from mamba_from_scratch.models.mamba import MambaConfig
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr, default_no_decay
 
 

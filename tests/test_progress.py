@@ -52,7 +52,7 @@ def test_demo_training_log_is_bounded(capsys):
     """The demo's loop on non-terminal stderr (pytest's capture): about 20 lines for 200 steps,
     where the bar it replaced wrote one per step."""
     from mamba_from_scratch import demo
-    from mamba_from_scratch.model import MambaConfig
+    from mamba_from_scratch.models.mamba import MambaConfig
     cfg = MambaConfig(d_model=8, n_layer=1, d_state=4, d_in=3, d_out=1)
     demo.train(cfg, steps=200, batch=2, n_examples=5, d=2, lr=1e-3, seed=0, backend="numpy", progress=True)
     err = capsys.readouterr().err

@@ -19,11 +19,12 @@ import time
 import numpy as np
 import pytest
 
-from mamba_from_scratch import demo, mixer
+from mamba_from_scratch import demo
 from mamba_from_scratch.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from mamba_from_scratch.icl import train
 from mamba_from_scratch.icl.outliers import experiment
-from mamba_from_scratch.model import MambaConfig, init_params, model_backward, model_forward
+from mamba_from_scratch.models import mixer_fused
+from mamba_from_scratch.models.mamba import MambaConfig, init_params, model_backward, model_forward
 from mamba_from_scratch.optim import AdamW
 
 TINY = dict(d=4, r=2, N=6, batch=4, steps=12, d_model=8, n_layer=1, d_state=4, n_head=2, warmup=2,
@@ -38,7 +39,7 @@ def argv_of(config):
 
 def scan_deltas(cache):
     """The delta every block's scan saw, from model_forward's cache."""
-    return [mixer_cache["scan"].delta for _, mixer_cache in cache[2]]
+    return [mixer_cache["scan"].delta for _, _, mixer_cache in cache[2]]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -58,13 +59,13 @@ def test_dt_bias_far_below_zero_gives_delta_zero_and_runs(backend):
 def test_float32_dt_underflow_trains_on(tmp_path, monkeypatch):
     """The issue's run (lr 0.3) met delta = 0 at step 52 and died; it must train on."""
     zeros = []
-    real = mixer.selective_scan_forward
+    real = mixer_fused.selective_scan_forward          # icl-train runs the fused mixer (numba)
 
     def spy(u, delta, *args, **kwargs):
         zeros.append(int(np.sum(delta == 0)))
         return real(u, delta, *args, **kwargs)
 
-    monkeypatch.setattr(mixer, "selective_scan_forward", spy)
+    monkeypatch.setattr(mixer_fused, "selective_scan_forward", spy)
     tc = train.TrainConfig(d=4, r=2, N=8, steps=400, batch=8, d_model=8, n_layer=2, d_state=4, lr=0.3, warmup=100,
                            eval_every=1000, ckpt_every=1000, n_val=16)
     result = train.train(tc, tmp_path, until=70, progress=False)

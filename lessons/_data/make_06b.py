@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mamba_from_scratch.demo import linear_regression_prompts
-from mamba_from_scratch.model import MambaConfig, init_params, model_backward, model_forward
+from mamba_from_scratch.models.mamba import MambaConfig, init_params, model_backward, model_forward
 from mamba_from_scratch.optim import AdamW, clip_grad_norm, cosine_lr
 
 OUT = Path(__file__).resolve().parent / "06b_training.npz"

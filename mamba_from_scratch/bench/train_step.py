@@ -71,11 +71,13 @@ class Split:
 @contextmanager
 def instrumented(split):
     """Route the package's scan, linear and optimizer calls through ``split``'s timers."""
-    from mamba_from_scratch import mixer, model, optim
+    from mamba_from_scratch import optim
     from mamba_from_scratch.icl import train
-    patches = [(mixer, "selective_scan_forward", "scan"), (mixer, "selective_scan_backward", "scan"),
-               (mixer, "linear_forward", "projections"), (mixer, "linear_backward", "projections"),
-               (model, "linear_forward", "projections"), (model, "linear_backward", "projections"),
+    from mamba_from_scratch.models import backbone, mixer, mixer_fused
+    patches = [(m, name, part) for m in (mixer, mixer_fused)
+               for name, part in (("selective_scan_forward", "scan"), ("selective_scan_backward", "scan"),
+                                  ("linear_forward", "projections"), ("linear_backward", "projections"))]
+    patches += [(backbone, "linear_forward", "projections"), (backbone, "linear_backward", "projections"),
                (train, "clip_grad_norm", "optimizer"), (optim.AdamW, "step", "optimizer")]
     saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
     try:

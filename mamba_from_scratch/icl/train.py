@@ -1,4 +1,4 @@
-"""Train a Mamba or a linear-attention Transformer on in-context single-index prompts.
+"""Train a Mamba, a linear-attention or a softmax-attention Transformer on in-context single-index prompts.
 
     python -m mamba_from_scratch icl-train --model mamba --link he2 --d 32 --r 8 --N 64 \\
         --steps 20000 --out runs/mamba_he2_d32 [--quick] [--resume]
@@ -7,8 +7,11 @@ Every step draws fresh prompts (N context examples and one query each) from a se
 stream, so a run of S steps of batch b pretrains on S * b tasks (``--n-tasks K`` draws the
 tasks from a fixed pool of K instead, to study how many the model needs). A prompt becomes a
 token sequence (prompts.py) and the loss is the mean squared error of the predictions at
-every prefix length 0..N, against the noisy labels. Gradients come from the models' own
-hand-written backward, updates from the package's AdamW with a warmup + cosine schedule.
+every prefix length 0..N, against the noisy labels. ``--model`` names the model (MODELS);
+:func:`build_model` makes its config, and the config's type is what runs: every model is
+the backbone (models/backbone.py) stacking ``cfg.block``, forward and hand-written backward,
+so nothing here asks which model it holds. Updates come from the package's AdamW with a
+warmup + cosine schedule.
 
 Reproducibility: the prompts of step s are drawn from ``default_rng([seed, 1, s])``, a
 stream that depends on (seed, s) only, so a resumed run sees exactly the prompts it would
@@ -24,6 +27,8 @@ one it is (or that none was written), train_summary.json records the stop, and t
 status is 1. Options and the output folder are checked before any compute. Ctrl-C (or
 SIGTERM) stops with the step reached and the ``--resume`` command (exit status 130);
 leftover temporaries of a killed save are removed when a run starts or resumes.
+
+Tests: tests/test_icl_train.py.
 """
 from __future__ import annotations
 
@@ -41,10 +46,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import linear_attention as lat
-from .. import model as mamba
 from ..checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from ..models.backbone import init_params, model_backward, model_forward
+from ..models.linear_attention import LinearTFConfig
+from ..models.mamba import MambaConfig
+from ..models.softmax_attention import SoftmaxTFConfig
+from ..models.transformer import matched_d_mlp
 from ..optim import AdamW, clip_grad_norm, cosine_lr, nonfinite_report
+from ..params import count_params
 from ..progress import Progress
 from ..runtime import tune_process
 from ..scan import BACKENDS, resolve_backend
@@ -53,7 +62,7 @@ from .metrics import paired_difference
 from .prompts import ENCODINGS, decode, encode, scatter_grad, token_dim, training_examples
 from .task import SingleIndexTask
 
-MODELS = ("mamba", "linear-tf")
+MODELS = ("mamba", "linear-tf", "softmax-tf")  # --model: the Mamba and the two Transformers (build_model)
 CHECKPOINT = "ckpt.npz"
 RECENT_NORMS = 50  # the explosion test compares a gradient norm with the median of these
 
@@ -62,7 +71,7 @@ RECENT_NORMS = 50  # the explosion test compares a gradient norm with the median
 class TrainConfig:
     """Everything a run depends on; stored in every checkpoint."""
 
-    model: str = "mamba"         # "mamba" or "linear-tf"
+    model: str = "mamba"         # one of MODELS
     link: str = "he2"
     d: int = 32                  # ambient dimension
     r: int = 8                   # intrinsic dimension (paper 1, Oko et al.: 8)
@@ -81,7 +90,7 @@ class TrainConfig:
     d_model: int = 64            # width, 4 layers: about the 133k parameters of the issue's reference
     n_layer: int = 4
     d_state: int = 16
-    n_head: int = 4              # linear-tf only
+    n_head: int = 4              # the Transformers' heads
     encoding: str = "paired"     # see prompts.py
     n_tasks: int = 0             # 0: a fresh beta for every prompt; K: a fixed pool of K betas
     curriculum_steps: int = 0    # > 0: grow N from N_start and the active dims from r over these steps
@@ -136,33 +145,19 @@ def make_task(tc):
 
 
 def build_model(tc, dtype=np.float32):
-    """The model's config and freshly initialised parameters (seeded by tc.seed).
+    """The model's config (its type is the model: MambaConfig, LinearTFConfig or
+    SoftmaxTFConfig) and freshly initialised parameters (seeded by tc.seed).
 
-    The linear-attention Transformer gets the Mamba's width and depth and the MLP width
-    that matches the Mamba's parameter count.
+    The Transformers get the Mamba's width and depth and the MLP width that matches the
+    Mamba's parameter count; at one seed both start from the same weights.
     """
     d_in = token_dim(tc.d, tc.encoding)
-    mcfg = mamba.MambaConfig(d_model=tc.d_model, n_layer=tc.n_layer, d_state=tc.d_state, d_in=d_in, d_out=1)
-    rng = np.random.default_rng([tc.seed, 0])
-    if tc.model == "mamba":
-        return mcfg, mamba.init_params(mcfg, rng, dtype)
-    cfg = lat.LinearTFConfig(d_model=tc.d_model, n_layer=tc.n_layer, n_head=tc.n_head,
-                             d_mlp=lat.matched_d_mlp(mcfg), d_in=d_in, d_out=1)
-    return cfg, lat.init_params(cfg, rng, dtype)
-
-
-def model_forward(params, cfg, tokens, backend="numba"):
-    """Either model's forward: tokens (P, L, d_in) -> out (P, L, 1), cache."""
-    if isinstance(cfg, mamba.MambaConfig):
-        return mamba.model_forward(params, cfg, tokens, backend)
-    return lat.model_forward(params, cfg, tokens)
-
-
-def model_backward(dout, cache):
-    """Either model's backward: returns grads (dict)."""
-    if isinstance(cache[0], mamba.MambaConfig):
-        return mamba.model_backward(dout, cache)[0]
-    return lat.model_backward(dout, cache)[0]
+    mcfg = MambaConfig(d_model=tc.d_model, n_layer=tc.n_layer, d_state=tc.d_state, d_in=d_in, d_out=1)
+    transformer = dict(d_model=tc.d_model, n_layer=tc.n_layer, n_head=tc.n_head, d_mlp=matched_d_mlp(mcfg),
+                       d_in=d_in, d_out=1)
+    cfg = {"mamba": mcfg, "linear-tf": LinearTFConfig(**transformer),
+           "softmax-tf": SoftmaxTFConfig(**transformer)}[tc.model]
+    return cfg, init_params(cfg, np.random.default_rng([tc.seed, 0]), dtype)
 
 
 def predict(params, cfg, x, y, encoding="paired", backend="numba", chunk=512):
@@ -261,7 +256,7 @@ def loss_and_grads(params, cfg, x, y, encoding, backend):
     if not math.isfinite(loss):
         return loss, None, pred
     dpred = (2.0 / err.size) * err                                              # d loss / d pred
-    grads = model_backward(scatter_grad(dpred.astype(out.dtype), out.shape[1], encoding), cache)
+    grads, _ = model_backward(scatter_grad(dpred.astype(out.dtype), out.shape[1], encoding), cache)
     return loss, grads, pred
 
 
@@ -381,7 +376,7 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
 
     def save():
         extra = {"train_config": dataclasses.asdict(tc), **st, "code_version": version,
-                 "command": command, "n_params": lat.count_params(cfg)}
+                 "command": command, "n_params": count_params(cfg)}
         arrays = {f"opt.{k}": v for k, v in opt.state_dict().items()}
         arrays["recent_norms"] = np.asarray(recent, np.float64)
         save_checkpoint(path, params, cfg, extra=extra, arrays=arrays)
@@ -453,7 +448,7 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m mamba_from_scratch icl-train",
-                                description="Train a Mamba or linear-attention Transformer on in-context "
+                                description="Train a Mamba or a linear- or softmax-attention Transformer on in-context "
                                             "single-index prompts (checkpoints in OUT/ckpt.npz).")
     defaults = TrainConfig()
     p.add_argument("--model", choices=MODELS, default=defaults.model)
@@ -512,7 +507,7 @@ def main(argv=None):
     summary = {k: result[k] for k in ("status", "step", "message", "tokens_per_s")}
     summary.update(checkpoint=None if result["checkpoint"] is None else
                    {"path": result["checkpoint"][0], "step": result["checkpoint"][1]},
-                   train_config=dataclasses.asdict(tc), n_params=lat.count_params(result["cfg"]),
+                   train_config=dataclasses.asdict(tc), n_params=count_params(result["cfg"]),
                    final_loss=result["log"][-1][1] if result["log"] else None,
                    val_error_at_N=result["val_log"][-1][1:] if result["val_log"] else None,
                    val_gap_to_context_free=result["val_gap"])

@@ -1,7 +1,8 @@
 """The Mamba language model: ``embeddings -> n_layer residual Mamba blocks -> norm_f -> lm_head``.
 
-The backbone is the package's own (``block.py``); this file adds what a language model needs
-around it: a token embedding, the (tied) LM head, the cross-entropy loss with its backward,
+The residual stack is the package's one backbone (models/backbone.py: ``blocks_forward``,
+``blocks_backward``, ``blocks_step`` over the Mamba blocks of models/mamba.py); this file
+adds what a language model needs around it instead of read_in/read_out: a token embedding, the (tied) LM head, the cross-entropy loss with its backward,
 and the embedding's backward (a scatter-add). Layout and names follow transformers'
 ``MambaForCausalLM`` with the ``backbone.`` prefix stripped:
 
@@ -23,6 +24,7 @@ bfloat16; we never hold weights below float32 (``from_pretrained`` upcasts them)
 residual stream is always at least float32 and the flag holds by construction. It is kept
 in the config so that a saved config round-trips.
 Official implementation: transformers/models/mamba/modeling_mamba.py (``MambaForCausalLM``).
+Tests: tests/test_lm.py.
 """
 from __future__ import annotations
 
@@ -32,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..block import block_backward, block_forward, block_step
 from ..layers import rmsnorm_backward, rmsnorm_forward
 from ..layers.rmsnorm import EPS as RMSNORM_EPS
-from ..model import MambaConfig, init_params, layer_params
+from ..models.backbone import blocks_backward, blocks_forward, blocks_step
+from ..models.mamba import MambaConfig, init_params
 from ..validate import check_float_array, check_positive_float, check_positive_int
 
 
@@ -92,7 +94,7 @@ class MambaLMConfig:
 
 
 def init_lm_params(cfg: MambaLMConfig, rng: np.random.Generator, dtype=np.float32):
-    """The official initialization: the backbone as :func:`mamba_from_scratch.model.init_params`,
+    """The official initialization: the backbone as :func:`mamba_from_scratch.models.mamba.init_params`,
     embeddings (and an untied head) ~ N(0, 0.02^2) as ``MambaLMHeadModel._init_weights``.
 
     Returns:
@@ -211,13 +213,10 @@ def lm_forward(params, cfg, input_ids, backend="numba"):
     check_lm_params(params, cfg)
     check_token_ids("input_ids", input_ids, cfg.vocab_size, 2)
     h, emb_cache = embedding_forward(input_ids, params["embeddings.weight"])           # (b, l, d_model)
-    block_caches = []
-    for i in range(cfg.n_layer):
-        h, c = block_forward(h, layer_params(params, i), backend)
-        block_caches.append(c)
+    h, states, block_caches = blocks_forward(h, params, cfg.backbone(), None, backend)  # (b, l, d_model)
     hn, norm_cache = rmsnorm_forward(h, params["norm_f.weight"])                       # (b, l, d_model)
     logits = hn @ _head_weight(params, cfg).T                                          # (b, l, V)
-    return logits, (cfg, params, emb_cache, block_caches, norm_cache, hn)
+    return logits, (cfg, params, emb_cache, block_caches, states, norm_cache, hn)
 
 
 def lm_backward(dlogits, cache):
@@ -229,15 +228,14 @@ def lm_backward(dlogits, cache):
         grads: dict keyed like the parameters; dx: (b, l, d_model), the gradient w.r.t. the
         embedded input (the token ids themselves have none).
     """
-    cfg, params, emb_cache, block_caches, norm_cache, hn = cache
+    cfg, params, emb_cache, block_caches, _, norm_cache, hn = cache
     d = hn.shape[-1]
     grads = {}
     dhead = dlogits.reshape(-1, cfg.vocab_size).T @ hn.reshape(-1, d)                 # (V, d_model)
     dhn = dlogits @ _head_weight(params, cfg)                                          # (b, l, d_model)
     dh, grads["norm_f.weight"] = rmsnorm_backward(dhn, norm_cache)
-    for i in reversed(range(cfg.n_layer)):
-        dh, g = block_backward(dh, block_caches[i])
-        grads.update({f"layers.{i}.{k}": v for k, v in g.items()})
+    block_grads, dh = blocks_backward(dh, block_caches, cfg.backbone())
+    grads.update(block_grads)
     _, demb = embedding_backward(dh, emb_cache)
     if cfg.tie_embeddings:
         grads["embeddings.weight"] = demb + dhead
@@ -249,16 +247,15 @@ def lm_backward(dlogits, cache):
 def state_from_cache(cache):
     """The recurrent state after the last token of a :func:`lm_forward` call, for :func:`lm_step`.
 
-    The mixer's forward already returns it (``h_last`` of the scan and the last k-1 conv
-    inputs), so prefill is one full forward, not l steps.
+    The blocks' forward returns it (the scan's last h and the last k-1 conv inputs of each
+    mixer), and :func:`lm_forward` keeps it, so prefill is one full forward, not l steps.
 
     Returns:
         state: per layer {"conv": (b, k-1, d_inner), "h": (b, d_inner, n)}, fresh arrays.
     """
-    cfg, params, _, block_caches, _, _ = cache
+    cfg, params, _, _, states, _, _ = cache
     dtype = params["embeddings.weight"].dtype
-    return [{"conv": np.array(mixer_cache["conv_state"], dtype=dtype),
-             "h": np.array(mixer_cache["h_last"], dtype=dtype)} for _, mixer_cache in block_caches]
+    return [{"conv": np.array(s["conv"], dtype=dtype), "h": np.array(s["h"], dtype=dtype)} for s in states]
 
 
 def init_lm_state(cfg, b, dtype=np.float32):
@@ -281,9 +278,6 @@ def lm_step(params, cfg, token_ids, state):
     if not isinstance(state, list) or len(state) != cfg.n_layer:
         raise ValueError(f"state must be a list of {cfg.n_layer} per-layer dicts, got {type(state).__name__}")
     h = params["embeddings.weight"][token_ids]                                         # (b, d_model)
-    new_state = []
-    for i in range(cfg.n_layer):
-        h, s = block_step(h, layer_params(params, i), state[i])
-        new_state.append(s)
+    h, new_state = blocks_step(h, params, cfg.backbone(), state)
     hn, _ = rmsnorm_forward(h, params["norm_f.weight"])
     return hn @ _head_weight(params, cfg).T, new_state                                 # (b, V)

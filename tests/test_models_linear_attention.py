@@ -8,12 +8,14 @@ import pytest
 
 from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.linear_attention import (LinearTFConfig, block_backward, block_forward,
-                                                 causal_linear_attention_backward,
-                                                 causal_linear_attention_forward,
-                                                 causal_linear_attention_recurrent, count_params, elu1_forward,
-                                                 init_params, matched_d_mlp, model_backward, model_forward)
-from mamba_from_scratch.model import MambaConfig
+from mamba_from_scratch.models.linear_attention import (LINEAR_ATTENTION_BLOCK, LinearTFConfig,
+                                                        causal_linear_attention_backward,
+                                                        causal_linear_attention_forward,
+                                                        causal_linear_attention_recurrent, elu1_forward, init_params,
+                                                        model_backward, model_forward)
+from mamba_from_scratch.models.mamba import MambaConfig
+from mamba_from_scratch.models.transformer import matched_d_mlp
+from mamba_from_scratch.params import count_params, sub_params
 from mamba_from_scratch.scan import selective_scan_forward
 
 TOL = 1e-6
@@ -69,10 +71,11 @@ def test_running_sum_is_the_selective_scan_without_decay():
 
 def test_block_gradients():
     rng = np.random.default_rng(2)
-    p = {k[9:]: v for k, v in random_params(CFG, 3).items() if k.startswith("layers.1.")}
+    p = sub_params(random_params(CFG, 3), "layers.1.")
     x, dout = rng.normal(size=(2, 5, 6)), rng.normal(size=(2, 5, 6))
-    loss = lambda: float(np.sum(block_forward(x, p, CFG.n_head)[0] * dout))
-    dx, grads = block_backward(dout, block_forward(x, p, CFG.n_head)[1])
+    block = LINEAR_ATTENTION_BLOCK
+    loss = lambda: float(np.sum(block.forward(x, p, CFG)[0] * dout))
+    grads, dx = block.backward(dout, block.forward(x, p, CFG)[2])
     assert set(grads) == set(p)
     check_grads(loss, p, grads)
     assert rel_error(dx, numerical_grad(loss, x)) < TOL

@@ -6,9 +6,13 @@ the linear-attention Transformer (linear_attention.py) with its attention weight
 phi(q).phi(k) replaced by softmax(q.k / sqrt(e)). Everything else is the same:
 ``read_in -> n_layer blocks -> norm_f -> read_out``, each block
     x = x + attn(rmsnorm(x))          causal softmax attention, n_head heads
-    x = x + mlp(rmsnorm(x))           fc1 -> SiLU -> fc2 (linear_attention's mlp, imported)
-the same parameter names and shapes, the same initialization (at one seed both start from
-identical weights), and so the same MLP width :func:`matched_d_mlp` for the Mamba's count.
+    x = x + mlp(rmsnorm(x))           fc1 -> SiLU -> fc2
+is models/transformer.py's block, shared with the linear-attention Transformer: the same
+parameter names and shapes, the same initialization (at one seed both start from identical
+weights), and so the same MLP width ``transformer.matched_d_mlp`` for the Mamba's count. The
+stack is the backbone's (models/backbone.py). The config class, SoftmaxTFConfig, is what
+selects this attention: its ``block`` is this module's, so a checkpoint of it loads as a
+softmax Transformer even though its parameters are named as the linear one's.
 
 Glossary:
     b: batch size      l: sequence length      d_model: residual width
@@ -46,74 +50,33 @@ Positions: none ("NoPE"). Nothing is added to the tokens to say where they are, 
 Parameters are a flat dict (``layers.0.attn.q_proj.weight``, ...), ``Linear.weight`` in
 the PyTorch layout ``(out, in)``; gradients use the same keys.
 
-Backward contract: the attention core, a parameter-free layer, returns the gradients of its
-inputs in forward's order, ``(dq, dk, dv)``; attention, block and model return
-``(grads, dx)``, the one order issue 19 asks of every level.
+Backward contract (models/__init__.py): the attention core, a parameter-free layer, returns
+the gradients of its inputs in forward's order, ``(dq, dk, dv)``; attention, block and
+model return ``(grads, dx)``, the one order of every level.
 
-Tests: tests/test_softmax_attention.py.
+Tests: tests/test_models_softmax_attention.py.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import linear_attention as lat
-from .checkpoint import register_config
-from .layers import linear_backward, linear_forward, rmsnorm_backward, rmsnorm_forward
-from .linear_attention import count_params, matched_d_mlp  # noqa: F401  (re-exported: the counts are equal)
-from .validate import check_float_array, check_positive_int
+from ..layers import linear_backward, linear_forward
+from . import backbone
+from .transformer import TransformerConfig, make_block
 
 
-@register_config
 @dataclass(kw_only=True)
-class SoftmaxTFConfig:
-    d_model: int      # residual width: the Mamba's it is compared with (32 at icl-train --full)
-    n_layer: int      # blocks (attention + MLP each): the Mamba's depth, so both are as deep
-    n_head: int = 4   # heads of e = d_model / n_head; 4 as the linear TF, e = 8 at d_model = 32
-    d_mlp: int        # MLP hidden width: matched_d_mlp() sets it so the counts match the Mamba's
-    d_in: int         # features per input token: 2 d + 2 in the paired encoding
-    d_out: int        # outputs per position: 1, the prediction of y_t
-
-    def __post_init__(self):
-        for name in ("d_model", "n_layer", "n_head", "d_mlp", "d_in", "d_out"):
-            check_positive_int(name, getattr(self, name))
-        if self.d_model % self.n_head:
-            raise ValueError(f"n_head must divide d_model, got d_model={self.d_model}, n_head={self.n_head}")
+class SoftmaxTFConfig(TransformerConfig):
+    """The Transformer of models/transformer.py with causal softmax attention; no positional
+    encoding, so its parameters are the linear-attention Transformer's, name for name."""
 
     @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_head
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def param_shapes(self) -> dict:
-        """Every parameter's name and shape (Linear weights are (out, in))."""
-        return param_shapes(self)
-
-
-def param_shapes(cfg: SoftmaxTFConfig) -> dict:
-    """The linear-attention Transformer's parameters, name for name: the softmax has no
-    parameters of its own, and with no positional embedding nothing else is added."""
-    return lat.LinearTFConfig(**cfg.to_dict()).param_shapes()
-
-
-def init_params(cfg: SoftmaxTFConfig, rng: np.random.Generator, dtype=np.float32):
-    """The linear-attention Transformer's initialization (linear_attention.init_params), the
-    same random draws in the same order: U(+-1/sqrt(fan_in)) weights, zero biases, unit norms,
-    the two residual writes per block scaled by 1/sqrt(2 n_layer). At one seed the two
-    Transformers start from identical weights, so a paired comparison differs only in the
-    attention. At init |q.k| / sqrt(e) is about 1/3, so attention starts near uniform.
-
-    Returns:
-        dict name -> array of ``dtype``, shapes as :func:`param_shapes`.
-    """
-    if not isinstance(cfg, SoftmaxTFConfig):
-        raise ValueError(f"cfg must be a SoftmaxTFConfig, got {type(cfg).__name__}")
-    return lat.init_params(cfg, rng, dtype)
+    def block(self):
+        """The block type the backbone stacks."""
+        return SOFTMAX_ATTENTION_BLOCK
 
 
 def causal_softmax_attention_forward(q, k, v):
@@ -201,77 +164,34 @@ def attention_backward(dout, c):
     return g, dxq + dxk + dxv
 
 
-def _prefixed(grads, prefix):
-    return {prefix + k: v for k, v in grads.items()}
+SOFTMAX_ATTENTION_BLOCK = make_block(attention_forward, attention_backward)
 
 
-def block_forward(x, p, n_head):
-    """Pre-norm block: x + attn(norm1(x)), then + mlp(norm2(.)).
-
-    Args:
-        x: (b, l, d_model).  p: the block's parameters without the ``layers.{i}.`` prefix.
-    Returns:
-        out: (b, l, d_model), cache.
-    """
-    xn, n1 = rmsnorm_forward(x, p["norm1.weight"])                       # (b, l, d_model)
-    a, ca = attention_forward(xn, lat._sub(p, "attn."), n_head)
-    x = x + a                                                            # new array: the input is kept
-    xn2, n2 = rmsnorm_forward(x, p["norm2.weight"])
-    m, cm = lat.mlp_forward(xn2, lat._sub(p, "mlp."))
-    return x + m, (n1, ca, n2, cm)
-
-
-def block_backward(dout, cache):
-    """Each residual passes the gradient straight through and its branch adds its own.
+def init_params(cfg: SoftmaxTFConfig, rng: np.random.Generator, dtype=np.float32):
+    """The linear-attention Transformer's initialization (transformer.block_init on the
+    backbone), the same random draws in the same order: U(+-1/sqrt(fan_in)) weights, zero
+    biases, unit norms, the two residual writes per block scaled by 1/sqrt(2 n_layer). At one
+    seed the two Transformers start from identical weights, so a paired comparison differs
+    only in the attention. At init |q.k| / sqrt(e) is about 1/3, so attention starts near uniform.
 
     Returns:
-        grads keyed like the block's parameters, dx: (b, l, d_model).
+        dict name -> array of ``dtype``.
     """
-    n1, ca, n2, cm = cache
-    dxn2, gm = lat.mlp_backward(dout, cm)
-    dx_mlp, dnorm2 = rmsnorm_backward(dxn2, n2)
-    dmid = dout + dx_mlp                                                 # the gradient at x + a
-    ga, dxn = attention_backward(dmid, ca)
-    dx_attn, dnorm1 = rmsnorm_backward(dxn, n1)
-    grads = {"norm1.weight": dnorm1, "norm2.weight": dnorm2, **_prefixed(ga, "attn."), **_prefixed(gm, "mlp.")}
-    return grads, dmid + dx_attn
+    if not isinstance(cfg, SoftmaxTFConfig):
+        raise ValueError(f"cfg must be a SoftmaxTFConfig, got {type(cfg).__name__}")
+    return backbone.init_params(cfg, rng, dtype)
 
 
-def model_forward(params, cfg, x):
-    """Args:
-        params: dict from :func:`init_params`.  cfg: SoftmaxTFConfig.
-        x: (b, l, d_in), same dtype as the parameters.
-    Returns:
-        out: (b, l, d_out), cache for :func:`model_backward` (``cache[0]`` is cfg).
-    """
-    dtype = params["read_in.weight"].dtype
-    check_float_array("x", x, ndim=3, dtype=dtype)
-    if x.shape[2] != cfg.d_in or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"x must have shape (b >= 1, l >= 1, d_in={cfg.d_in}), got {x.shape}")
-    resid, read_in_cache = linear_forward(x, params["read_in.weight"], params["read_in.bias"])  # (b, l, d_model)
-    block_caches = []
-    for i in range(cfg.n_layer):
-        resid, c = block_forward(resid, lat._sub(params, f"layers.{i}."), cfg.n_head)
-        block_caches.append(c)
-    rn, norm_cache = rmsnorm_forward(resid, params["norm_f.weight"])
-    out, read_out_cache = linear_forward(rn, params["read_out.weight"], params["read_out.bias"])  # (b, l, d_out)
-    return out, (cfg, read_in_cache, block_caches, norm_cache, read_out_cache)
+def model_forward(params, cfg, x, backend=None):
+    """:func:`backbone.model_forward` for a SoftmaxTFConfig: x (b, l, d_in) -> out (b, l, d_out),
+    cache. ``backend`` is unused (no scan); it is there so every model has one signature."""
+    if not isinstance(cfg, SoftmaxTFConfig):
+        raise ValueError(f"cfg must be a SoftmaxTFConfig, got {type(cfg).__name__}")
+    return backbone.model_forward(params, cfg, x)
 
 
 def model_backward(dout, cache):
-    """The forward read in reverse.
-
-    Args:
-        dout: (b, l, d_out).
-    Returns:
-        grads: dict keyed like the parameters, dx: (b, l, d_in).
-    """
-    cfg, read_in_cache, block_caches, norm_cache, read_out_cache = cache
-    grads = {}
-    drn, grads["read_out.weight"], grads["read_out.bias"] = linear_backward(dout, read_out_cache)
-    dresid, grads["norm_f.weight"] = rmsnorm_backward(drn, norm_cache)
-    for i in reversed(range(cfg.n_layer)):
-        g, dresid = block_backward(dresid, block_caches[i])
-        grads.update(_prefixed(g, f"layers.{i}."))
-    dx, grads["read_in.weight"], grads["read_in.bias"] = linear_backward(dresid, read_in_cache)
-    return grads, dx
+    """:func:`backbone.model_backward`: returns grads (keyed like the parameters), dx (b, l, d_in)."""
+    if not (isinstance(cache, tuple) and len(cache) == 5 and isinstance(cache[0], SoftmaxTFConfig)):
+        raise ValueError("cache must be the cache returned by model_forward")
+    return backbone.model_backward(dout, cache)

@@ -1,14 +1,14 @@
-"""The mixer, the residual block and the whole model: gradients, step mode, init, checkpoints."""
+"""The Mamba (models/mamba.py): the residual block and the whole model: gradients, step mode,
+init, checkpoints. The mixer's own tests are in tests/test_mixer.py."""
 import numpy as np
 import pytest
 
-from mamba_from_scratch.block import block_backward, block_forward
 from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.layers import softplus_forward
-from mamba_from_scratch.mixer import mixer_backward, mixer_forward
-from mamba_from_scratch.model import (MambaConfig, init_params, init_state, layer_params, model_backward,
-                                      model_forward, model_step)
+from mamba_from_scratch.models.mamba import (MambaConfig, block_backward, block_forward, init_params, init_state,
+                                             model_backward, model_forward, model_step)
+from mamba_from_scratch.params import sub_params
 
 TOL = 1e-6
 # Tiny, distinct sizes so that a swapped axis fails loudly: d_inner 6, n 4, rank 2, k 3.
@@ -35,34 +35,12 @@ def check_grads(loss, params, grads, keys=None):
         assert err < TOL, f"{k}: rel error {err:.2e}"
 
 
-# l = 1 and l < d_conv are edge cases; "numba" runs the fused kernels and the compiled scan
-# (test_model_gradients covers it at l = 5 too).
-@pytest.mark.parametrize("l, backend", [(1, "numpy"), (2, "numpy"), (5, "numpy"), (2, "numba")])
-def test_mixer_gradients_including_states(l, backend):
-    rng = np.random.default_rng(0)
-    p = layer_params(random_params(CFG, 1), 0)
-    p = {k[6:]: v for k, v in p.items() if k.startswith("mixer.")}
-    x = rng.normal(size=(2, l, 3))
-    conv_state, h0 = rng.normal(size=(2, 2, 6)), rng.normal(size=(2, 6, 4))
-    dout, dh_last = rng.normal(size=(2, l, 3)), rng.normal(size=(2, 6, 4))
-
-    def loss():
-        out, c = mixer_forward(x, p, backend, conv_state, h0)
-        return float(np.sum(out * dout) + np.sum(c["h_last"] * dh_last))
-
-    _, cache = mixer_forward(x, p, backend, conv_state, h0)
-    dx, grads, dh0 = mixer_backward(dout, cache, dh_last)
-    check_grads(loss, p, grads)
-    assert rel_error(dx, numerical_grad(loss, x)) < TOL
-    assert rel_error(dh0, numerical_grad(loss, h0)) < TOL
-
-
 def test_block_gradients():
     rng = np.random.default_rng(2)
-    p = layer_params(random_params(CFG, 3), 1)
+    p = sub_params(random_params(CFG, 3), "layers.1.")
     x, dout = rng.normal(size=(2, 5, 3)), rng.normal(size=(2, 5, 3))
-    loss = lambda: float(np.sum(block_forward(x, p, "numpy")[0] * dout))
-    dx, grads = block_backward(dout, block_forward(x, p, "numpy")[1])
+    loss = lambda: float(np.sum(block_forward(x, p, CFG, None, "numpy")[0] * dout))
+    grads, dx = block_backward(dout, block_forward(x, p, CFG, None, "numpy")[2])
     check_grads(loss, p, grads)
     assert rel_error(dx, numerical_grad(loss, x)) < TOL
 
@@ -194,19 +172,3 @@ def test_fused_mixer_equals_the_numpy_layers(dtype, tol):
     assert rel_error(dx, dx_ref) < tol
     for k in g_ref:
         assert g[k].dtype == dtype and rel_error(g[k], g_ref[k]) < tol, k
-
-
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
-def test_mixer_conv_state_continues_the_sequence(backend):
-    """Running two halves with the carried (conv_state, h_last) equals one pass; k = 1 included."""
-    rng = np.random.default_rng(13)
-    for d_conv in (1, 3):
-        cfg = MambaConfig(d_model=3, n_layer=1, d_state=4, d_conv=d_conv, dt_rank=2, d_in=2, d_out=5)
-        p = layer_params(random_params(cfg, 14), 0)
-        p = {k[6:]: v for k, v in p.items() if k.startswith("mixer.")}
-        x = rng.normal(size=(2, 7, 3))
-        full, _ = mixer_forward(x, p, backend)
-        first, c = mixer_forward(x[:, :4], p, backend)
-        assert c["conv_state"].shape == (2, d_conv - 1, 6)
-        second, _ = mixer_forward(x[:, 4:], p, backend, c["conv_state"], c["h_last"])
-        assert np.max(np.abs(np.concatenate([first, second], 1) - full)) < 1e-12

@@ -1,19 +1,25 @@
-"""The softmax-attention Transformer: finite-difference gradients (core, block, model), the
-softmax's properties, causality, float32, parameter matching with the Mamba, checkpoints,
-bad configs."""
+"""The softmax-attention Transformer (models/softmax_attention.py): finite-difference gradients
+(core, block, model), the softmax's properties, causality, float32, parameter matching with
+the Mamba, checkpoints (a softmax checkpoint runs softmax attention in a fresh process), bad
+configs."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from mamba_from_scratch import linear_attention as lat
+from mamba_from_scratch.models import linear_attention as lat
 from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.icl.prompts import token_dim
 from mamba_from_scratch.icl.train import FULL, QUICK, TrainConfig
-from mamba_from_scratch.model import MambaConfig
-from mamba_from_scratch.softmax_attention import (SoftmaxTFConfig, block_backward, block_forward,
-                                                  causal_softmax_attention_backward,
-                                                  causal_softmax_attention_forward, count_params, init_params,
-                                                  matched_d_mlp, model_backward, model_forward, param_shapes)
+from mamba_from_scratch.models.mamba import MambaConfig
+from mamba_from_scratch.models.softmax_attention import (SOFTMAX_ATTENTION_BLOCK, SoftmaxTFConfig,
+                                                         causal_softmax_attention_backward,
+                                                         causal_softmax_attention_forward, init_params, model_backward,
+                                                         model_forward)
+from mamba_from_scratch.models.transformer import matched_d_mlp
+from mamba_from_scratch.params import count_params, sub_params
 
 TOL = 1e-6
 # Tiny, distinct sizes: d_model 6 = 2 heads of 3, MLP 5, inputs 4, outputs 2.
@@ -98,10 +104,11 @@ def test_one_position_returns_its_own_value():
 
 def test_block_gradients():
     rng = np.random.default_rng(4)
-    p = {k[9:]: v for k, v in random_params(CFG, 5).items() if k.startswith("layers.1.")}
+    p = sub_params(random_params(CFG, 5), "layers.1.")
     x, dout = rng.normal(size=(2, 5, 6)), rng.normal(size=(2, 5, 6))
-    loss = lambda: float(np.sum(block_forward(x, p, CFG.n_head)[0] * dout))
-    grads, dx = block_backward(dout, block_forward(x, p, CFG.n_head)[1])
+    block = SOFTMAX_ATTENTION_BLOCK
+    loss = lambda: float(np.sum(block.forward(x, p, CFG)[0] * dout))
+    grads, dx = block.backward(dout, block.forward(x, p, CFG)[2])
     assert set(grads) == set(p)
     check_grads(loss, p, grads)
     assert rel_error(dx, numerical_grad(loss, x)) < TOL
@@ -157,7 +164,7 @@ def test_float32_matches_float64():
 
 def test_same_parameters_and_initial_weights_as_the_linear_tf():
     lcfg = lat.LinearTFConfig(**CFG.to_dict())
-    assert param_shapes(CFG) == lcfg.param_shapes() == CFG.param_shapes()
+    assert lcfg.param_shapes() == CFG.param_shapes()
     p = init_params(CFG, np.random.default_rng(12))
     pl = lat.init_params(lcfg, np.random.default_rng(12))
     assert all(np.array_equal(p[k], pl[k]) and p[k].dtype == np.float32 for k in pl)
@@ -183,6 +190,27 @@ def test_checkpoint_roundtrip(tmp_path):
     p2, cfg2, extra, _ = load_checkpoint(tmp_path / "tf.npz")
     assert type(cfg2) is SoftmaxTFConfig and cfg2 == CFG and extra == {"step": 3}
     assert all(np.array_equal(params[k], p2[k]) for k in params)
+
+
+def test_a_softmax_checkpoint_runs_softmax_attention_in_a_fresh_process(tmp_path):
+    """Its parameters are named as the linear TF's, so a mis-dispatch would run silently: the
+    config's class must pick the model. A fresh interpreter loads the checkpoint and runs
+    icl-train's forward; the output must be the softmax model's and not the linear one's."""
+    params = random_params(CFG, 15)
+    save_checkpoint(tmp_path / "tf.npz", params, CFG)
+    x = np.random.default_rng(16).normal(size=(2, 5, 4))
+    np.save(tmp_path / "x.npy", x)
+    code = ("import sys, numpy as np; from mamba_from_scratch.checkpoint import load_checkpoint; "
+            "from mamba_from_scratch.icl.train import model_forward; "
+            "p, cfg, _, _ = load_checkpoint(sys.argv[1]); "
+            "np.save(sys.argv[3], model_forward(p, cfg, np.load(sys.argv[2]))[0]); print(type(cfg).__name__)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "tf.npz"), str(tmp_path / "x.npy"),
+                          str(tmp_path / "out.npy")], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "SoftmaxTFConfig"
+    got = np.load(tmp_path / "out.npy")
+    assert np.array_equal(got, model_forward(params, CFG, x)[0])
+    linear = lat.model_forward(params, lat.LinearTFConfig(**CFG.to_dict()), x)[0]
+    assert np.abs(got - linear).max() > 1e-3
 
 
 @pytest.mark.parametrize("field, value, match", [
