@@ -36,9 +36,10 @@ import numpy as np
 
 from mamba_from_scratch.gradcheck import rel_error
 from mamba_from_scratch.icl.features import feature_dim, hermite_features, weighted_feature_sum
-from mamba_from_scratch.icl.gated import context_statistics, gate_bias, gate_weights, product_gate_scan, sigmoid
+from mamba_from_scratch.icl.gated import context_statistics, gate_bias, gate_weights, product_gate_scan
 from mamba_from_scratch.icl.links import hermite_he, make_link
 from mamba_from_scratch.icl.task import SingleIndexTask
+from mamba_from_scratch.layers import sigmoid
 
 rng = np.random.default_rng(SEED)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})

@@ -163,8 +163,8 @@ assert rel_err(_dg, _fd) < 1e-6, f"dgamma against central finite differences: {_
 # at a = 0 the MLP outputs 0: the loss is 0.5 mean y^2 and its gradient in gamma vanishes
 _l0, _d0 = stage1_loss_and_grad(*_args[:4], 0 * _args[4], *_args[5:], _shift, _scale)
 assert abs(_l0 - 0.5 * np.mean(_args[2] ** 2)) < 1e-12 and np.abs(_d0).max() == 0, "a = 0: f = 0"
-assert not names_used(stage1_loss_and_grad) & {"loss_and_grads", "readout_backward", "mlp_backward"}, \
-    "write the backward yourself, without the package's loss_and_grads / readout_backward / mlp_backward"
+assert not names_used(stage1_loss_and_grad) & {"loss_and_grads", "readout_backward", "scalar_mlp_backward"}, \
+    "write the backward yourself, without the package's loss_and_grads / readout_backward / scalar_mlp_backward"
 ### BEGIN HIDDEN TESTS
 assert abs(_loss - float(FROZEN["s1_loss"])) < 1e-12 * float(FROZEN["s1_loss"]), "loss against the frozen value"
 assert rel_err(_dg, FROZEN["s1_dgamma"]) < 1e-10, "dgamma against the frozen package gradient"

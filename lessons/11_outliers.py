@@ -41,7 +41,8 @@ import numpy as np
 from mamba_from_scratch.icl.outliers.data import DataConfig, make_patterns, sample_prompts, split_tasks
 from mamba_from_scratch.icl.outliers.experiment import ALPHAS, gate_profile, run_seed
 from mamba_from_scratch.icl.outliers.floor import clean_vote_floor, error_floor
-from mamba_from_scratch.icl.outliers.model import gates, hinge_backward, hinge_forward, init_params, model_forward
+from mamba_from_scratch.icl.outliers.model import (ModelConfig, gates, hinge_backward, hinge_forward, init_params,
+                                                   model_forward)
 from mamba_from_scratch.icl.outliers.train import TrainConfig
 
 def sigmoid_stable(v):
@@ -162,10 +163,10 @@ def mamba_output_loop(params, P):
 patterns = make_patterns(data_cfg, rng)
 train_tasks, test_tasks = split_tasks(data_cfg, rng)
 demo = sample_prompts(data_cfg, patterns, test_tasks, 4, 0.3, "flipped", rng, test=True)
-params = init_params(data_cfg.d + 1, "mamba", rng)
+params = init_params(ModelConfig(data_cfg.d + 1, "mamba"), rng)
 params["W_B"] += 0.05 * rng.standard_normal(params["W_B"].shape)   # off the diagonal init, to test every entry
-F_closed, _ = model_forward(params, demo.P, "closed")
-F_scan, _ = model_forward(params, demo.P, "scan")
+F_closed, _ = model_forward(params, ModelConfig(data_cfg.d + 1, "mamba", method="closed"), demo.P)
+F_scan, _ = model_forward(params, ModelConfig(data_cfg.d + 1, "mamba", method="scan"), demo.P)
 F_loop = np.array([mamba_output_loop(params, P) for P in demo.P])
 assert np.allclose(F_loop, F_closed, rtol=1e-10) and np.allclose(F_scan, F_closed, rtol=1e-10)
 print("loop == closed form == selective scan:", np.round(F_closed, 4))
@@ -243,7 +244,7 @@ print("exercise 11.1 passed: hinge loss and gradient match the hand values and f
 
 # %%
 _lp, _cp = hinge_forward(_F, _y)
-print("package loss", _lp, "gradient", hinge_backward(_cp))
+print("package loss", _lp, "gradient", hinge_backward(1.0, _cp))
 
 # %% [markdown]
 # ### Exercise 11.2: the learned gate, forward and backward

@@ -5,8 +5,9 @@ import pytest
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.icl.features import hermite_features, weighted_feature_sum
-from mamba_from_scratch.icl.gated import (context_statistic, context_statistics, gate_weights, mlp_backward, mlp_forward,
-                                          product_gate_scan, readout_backward, readout_forward, sigmoid)
+from mamba_from_scratch.icl.gated import (context_statistic, context_statistics, gate_weights, product_gate_scan,
+                                          readout_backward, readout_forward, scalar_mlp_backward, scalar_mlp_forward)
+from mamba_from_scratch.layers import sigmoid
 from mamba_from_scratch.icl.pretrain import PretrainConfig, loss_and_grads, practical, stage1, stage2
 from mamba_from_scratch.icl.task import SingleIndexTask
 
@@ -72,9 +73,9 @@ def test_readout_and_mlp_backward_match_finite_differences():
     out_n = rng.standard_normal((P, Q))
     a, v, c = rng.standard_normal(W), rng.choice([-1.0, 1.0], W), rng.uniform(-1, 1, W)
     df = rng.standard_normal((P, Q))
-    _, mcache = mlp_forward(out_n, a, v, c)
-    grads = mlp_backward(df, mcache)
-    g = lambda: np.sum(mlp_forward(out_n, a, v, c)[0] * df)
+    _, mcache = scalar_mlp_forward(out_n, a, v, c)
+    grads = scalar_mlp_backward(df, mcache)
+    g = lambda: np.sum(scalar_mlp_forward(out_n, a, v, c)[0] * df)
     for got, x in zip(grads, (out_n, a, v, c)):
         assert rel_error(got, numerical_grad(g, x)) < 1e-6
 

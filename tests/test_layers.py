@@ -108,6 +108,7 @@ def test_softplus_is_stable_for_large_inputs():
     assert y[-1] == 1000.0 and y[3] == 50.0 and abs(y[2] - np.log(2)) < 1e-15
     assert 0 < y[1] < 1e-21 and y[0] == 0.0
     assert np.array_equal(sigmoid(np.array([-1000.0, 1000.0])), [0.0, 1.0])
+    assert sigmoid(0.5) == sigmoid(np.array([0.5]))[0] and sigmoid(-1000.0) == 0.0   # scalars too
     dt = np.array([1e-4, 1e-3, 0.05, 0.1, 3.0])
     assert np.allclose(softplus_forward(softplus_inverse(dt))[0], dt, rtol=1e-12)
 

@@ -9,7 +9,8 @@ from mamba_from_scratch.icl.outliers.data import (TEST_OUTLIER_MIX, DataConfig, 
                                                   split_tasks)
 from mamba_from_scratch.icl.outliers.floor import (clean_vote_floor, error_floor,
                                                    error_floor_closed, p_no_clean_same)
-from mamba_from_scratch.icl.outliers.model import (gates, hinge_backward, hinge_forward,
+from mamba_from_scratch.gradcheck import numerical_grad, rel_error
+from mamba_from_scratch.icl.outliers.model import (ModelConfig, gates, hinge_backward, hinge_forward,
                                                    init_params, model_backward, model_forward)
 from mamba_from_scratch.icl.outliers.train import TrainConfig, train
 from mamba_from_scratch.scan import selective_scan_forward
@@ -26,7 +27,7 @@ def small_batch(seed=0, b=4, p_out=0.5, corruption="flipped"):
 
 def perturbed_params(model, seed=1):
     rng = np.random.default_rng(seed)
-    params = init_params(SMALL.d + 1, model, rng)
+    params = init_params(ModelConfig(SMALL.d + 1, model), rng)
     return {k: v + 0.3 * rng.standard_normal(v.shape) for k, v in params.items()}
 
 
@@ -174,58 +175,53 @@ def test_gate_is_a_selective_scan_with_exact_zoh():
     """h_t = (1 - s_t) h_{t-1} + s_t z_t is the S6 scan with A = -1, delta = softplus(w.p)."""
     pr = small_batch()
     params = perturbed_params("mamba")
-    P, w = pr.P, params["w"]
-    G, s = gates(P, w)
+    x, w = pr.P, params["w"]
+    G, s = gates(x, w)
     # the closed form against the definition G_i = s_i prod_{j>i} (1 - s_j)
-    L = P.shape[1]
-    G_loop = np.array([[s[b, i] * np.prod(1 - s[b, i + 1:]) for i in range(L)] for b in range(len(P))])
+    L = x.shape[1]
+    G_loop = np.array([[s[b, i] * np.prod(1 - s[b, i + 1:]) for i in range(L)] for b in range(len(x))])
     assert np.allclose(G, G_loop, rtol=1e-12, atol=0)
     # the package's scan: d_inner = 1 channel, state = z_i = y_i W_B p_i
-    z = P[:, :, -1:] * (P @ params["W_B"].T)                     # (b, L, m)
-    v = P @ w
+    z = x[:, :, -1:] * (x @ params["W_B"].T)                     # (b, L, m)
+    v = x @ w
     delta = np.log1p(np.exp(v))[..., None]                       # softplus
-    c = P[:, -1] @ params["W_C"].T
+    c = x[:, -1] @ params["W_C"].T
     C = np.ascontiguousarray(np.broadcast_to(c[:, None], z.shape))
     _, h_last, _ = selective_scan_forward(s[..., None] / delta, delta, -np.ones((1, z.shape[2])),
                                           z, C, backend="numpy")
     assert np.allclose(h_last[:, 0], np.einsum("bl,blm->bm", G, z), rtol=1e-12, atol=1e-14)
-    F_closed, _ = model_forward(params, P, "closed")
-    F_scan, _ = model_forward(params, P, "scan")
+    F_closed, _ = model_forward(params, ModelConfig.of(params, "closed"), x)
+    F_scan, _ = model_forward(params, ModelConfig.of(params, "scan"), x)
     assert np.allclose(F_closed, F_scan, rtol=1e-12, atol=1e-14)
     assert np.allclose(F_closed, np.einsum("bm,bm->b", h_last[:, 0], c))
 
 
 @pytest.mark.parametrize("model,method", [("mamba", "closed"), ("mamba", "scan"), ("linear", "closed")])
 def test_gradients_match_finite_differences(model, method):
+    """Every parameter's gradient and the tokens' (labels and the query included)."""
     pr = small_batch(seed=2)
     params = perturbed_params(model)
-    dF = np.random.default_rng(5).standard_normal(len(pr.P))
-    _, cache = model_forward(params, pr.P, method)
-    grads = model_backward(dF, cache)
-    assert set(grads) == set(params)
-    eps = 1e-6
+    cfg = ModelConfig(SMALL.d + 1, model, method=method)
+    x = pr.P.copy()
+    dF = np.random.default_rng(5).standard_normal(len(x))
+    _, cache = model_forward(params, cfg, x)
+    grads, dx = model_backward(dF, cache)
+    assert list(grads) == list(params) and dx.shape == x.shape
+    loss = lambda: np.sum(model_forward(params, cfg, x)[0] * dF)
     for key, value in params.items():
-        num = np.zeros_like(value)
-        for idx in np.ndindex(value.shape):
-            old = value[idx]
-            value[idx] = old + eps
-            fp = np.sum(model_forward(params, pr.P, method)[0] * dF)
-            value[idx] = old - eps
-            fm = np.sum(model_forward(params, pr.P, method)[0] * dF)
-            value[idx] = old
-            num[idx] = (fp - fm) / (2 * eps)
-        rel = np.abs(num - grads[key]).max() / max(np.abs(num).max(), 1e-12)
-        assert rel < 1e-6, (key, rel)
+        assert rel_error(grads[key], numerical_grad(loss, value)) < 1e-6, key
+    assert rel_error(dx, numerical_grad(loss, x)) < 1e-6
 
 
 def test_closed_and_scan_backward_agree():
     pr = small_batch(seed=4, b=6)
     params = perturbed_params("mamba", seed=3)
     dF = np.random.default_rng(6).standard_normal(6)
-    g1 = model_backward(dF, model_forward(params, pr.P, "closed")[1])
-    g2 = model_backward(dF, model_forward(params, pr.P, "scan")[1])
+    g1, dx1 = model_backward(dF, model_forward(params, ModelConfig.of(params, "closed"), pr.P)[1])
+    g2, dx2 = model_backward(dF, model_forward(params, ModelConfig.of(params, "scan"), pr.P)[1])
     for key in params:
         assert np.allclose(g1[key], g2[key], rtol=1e-9, atol=1e-12)
+    assert np.allclose(dx1, dx2, rtol=1e-9, atol=1e-12)
 
 
 def test_training_on_shared_batches_learns_and_is_reproducible():
@@ -235,7 +231,7 @@ def test_training_on_shared_batches_learns_and_is_reproducible():
     tasks, _ = split_tasks(cfg, rng)
     histories = []
     for _ in range(2):
-        models = {m: init_params(cfg.d + 1, m, np.random.default_rng(1)) for m in ("mamba", "linear")}
+        models = {m: init_params(ModelConfig(cfg.d + 1, m), np.random.default_rng(1)) for m in ("mamba", "linear")}
         clean = sample_prompts(cfg, patterns, tasks, 500, 0.0, "flipped", np.random.default_rng(2))
         tc = TrainConfig(steps=200, batch=32, schedule="cosine", eval_every=50)
         histories.append(train(models, {"mamba": 0.05, "linear": 0.05 / cfg.l}, cfg, patterns, tasks,
@@ -254,20 +250,20 @@ def test_hinge_gradient():
     rng = np.random.default_rng(0)
     F, y = rng.standard_normal(7) * 2, rng.choice([-1.0, 1.0], 7)
     loss, cache = hinge_forward(F, y)
-    dF = hinge_backward(cache)
+    dF = hinge_backward(0.7, cache)                                # the upstream gradient scales dF
     eps = 1e-7
     num = np.array([(hinge_forward(F + eps * e, y)[0] - hinge_forward(F - eps * e, y)[0]) / (2 * eps)
                     for e in np.eye(7)])
-    assert np.allclose(dF, num, atol=1e-6)
+    assert np.allclose(dF, 0.7 * num, atol=1e-6)
     assert loss == pytest.approx(np.maximum(0, 1 - y * F).mean())
 
 
 def test_init_is_the_papers():
-    params = init_params(31, "mamba", np.random.default_rng(0))
+    params = init_params(ModelConfig(31, "mamba"), np.random.default_rng(0))
     assert np.allclose(np.diag(params["W_B"])[:30], 0.2) and params["W_B"][30, 30] == 0
     assert np.count_nonzero(params["W_C"]) == 30
     assert params["w"].shape == (31,)
-    assert "w" not in init_params(31, "linear", np.random.default_rng(0))
+    assert "w" not in init_params(ModelConfig(31, "linear"), np.random.default_rng(0))
 
 
 def test_floor_exact_and_closed_form_agree_and_match_sampling():
@@ -310,4 +306,6 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="task_split"):
         DataConfig(task_split="none").validate()
     with pytest.raises(ValueError, match="method"):
-        model_forward(perturbed_params("mamba"), small_batch().P, "fft")
+        ModelConfig(SMALL.d + 1, "mamba", method="fft")
+    with pytest.raises(ValueError, match="gate vector"):
+        model_forward(perturbed_params("linear"), ModelConfig(SMALL.d + 1, "mamba"), small_batch().P)

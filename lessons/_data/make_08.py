@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mamba_from_scratch.icl.gated import gate_weights, sigmoid
+from mamba_from_scratch.icl.gated import gate_weights
+from mamba_from_scratch.layers import sigmoid
 
 OUT = Path(__file__).resolve().parent / "08_gates.npz"
 GATE_SEED, LT_SEED = 81, 82

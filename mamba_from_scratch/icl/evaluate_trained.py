@@ -39,14 +39,13 @@ from ..checkpoint import load_checkpoint
 from ..runtime import tune_process
 from ..scan import resolve_backend
 from ..validate import check_output_dir, check_positive_int
-from .krr import krr_predict
+from .baselines import BASELINES, baseline_predict
 from .metrics import normalized_error, paired_difference
 from .prompts import query_examples
 from .task import SingleIndexTask
 from .train import (TrainConfig, context_free_errors, gap_window, make_task, predict, validation_curve,
                     validation_set)
 
-BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero", "oracle")
 TASK_KEYS = ("link", "d", "r", "tau", "task_seed")
 
 
@@ -59,21 +58,6 @@ def predict_queries(params, cfg, prompts, n, encoding="paired", backend="numba")
     P, Q, _ = prompts.x_query.shape
     x, y = query_examples(prompts, n)                                  # (P Q, n + 1, d), (P Q, n)
     return predict(params, cfg, x, y, encoding, backend)[:, -1].reshape(P, Q)
-
-
-def baseline_predict(method, task, prompts, n):
-    """(P, Q) predictions of a baseline from the first n context examples."""
-    P, Q = prompts.y_query_clean.shape
-    if method == "zero" or n == 0 and method.startswith("krr"):  # KRR with no data predicts 0
-        return np.zeros((P, Q))
-    if method == "oracle":
-        return task.oracle_predict(prompts)
-    if method == "context_free":
-        return task.context_free_predict(prompts)
-    xc, xq = prompts.x_context[:, :n], prompts.x_query
-    if method == "krr_intrinsic":
-        xc, xq = task.intrinsic(xc), task.intrinsic(xq)
-    return krr_predict(xc, prompts.y_context[:, :n], xq)[0]
 
 
 def evaluate_group(models, task, N_grid, n_prompts, n_queries, seed, backend=None, progress=True):

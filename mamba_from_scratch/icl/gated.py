@@ -39,15 +39,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..scan import selective_scan_forward
 from ..validate import check_choice, check_float_array, check_positive_float
-from .features import hermite_features, weighted_feature_sum
+from .features import feature_dim, hermite_features, weighted_feature_sum
+from .gates import normalized_gate, product_gate, product_gate_scan_forward, softplus
 
 GATES = ("product", "normalized", "two_channel", "none")
-
-
-def sigmoid(v):
-    return 0.5 * (1.0 + np.tanh(0.5 * v))  # no overflow warnings for large |v|
 
 
 def gate_bias(b0, N):
@@ -59,9 +55,8 @@ def gate_bias(b0, N):
 def gate_weights(y_context, gate, rho=0.25, b0=0.0):
     """The attention weights G (P, N) in closed form.
 
-    For "product" this is the formula the scan implements (used to check the scan): with
-    log(1 - s) = -softplus(v), prod_{k>j} (1 - s_k) is a reversed cumulative sum of logs.
-    The query token has y = 0, so its own factor is 1 - sigmoid(b).
+    For "product" this is the formula the scan implements (used to check the scan),
+    :func:`gates.product_gate`. The query token has y = 0, so its own factor is 1 - sigmoid(b).
 
     Args:
         y_context: (P, N) labels.  gate: one of GATES.  rho > 0, b0: the fixed gate.
@@ -76,31 +71,22 @@ def gate_weights(y_context, gate, rho=0.25, b0=0.0):
     if gate == "none":
         return np.full((P, N), 1.0 / N)
     if gate == "product":
-        v = y_context / rho + b                                              # (P, N)
-        log_keep = -np.logaddexp(0.0, v)                                     # log(1 - s_k)
-        later = np.cumsum(log_keep[:, ::-1], axis=1)[:, ::-1] - log_keep     # sum_{k=j+1}^{N} log(1 - s_k)
-        return sigmoid(v) * np.exp(later - np.logaddexp(0.0, b))             # (P, N)
+        query_keep = -softplus(np.array(b, dtype=float))                     # log(1 - sigmoid(b))
+        return product_gate(y_context / rho + b, tail=query_keep)[0]         # (P, N)
     if gate == "normalized":
-        return _normalized(y_context / rho + b)
-    return 0.5 * (_normalized(y_context / rho + b) + _normalized(-y_context / rho + b))
-
-
-def _normalized(v):
-    # s_j / sum_k s_k, with log-sigmoid shifted by its max so a large y cannot overflow.
-    log_s = -np.logaddexp(0.0, -v)                                           # (P, N)
-    w = np.exp(log_s - log_s.max(axis=1, keepdims=True))
-    return w / w.sum(axis=1, keepdims=True)
+        return normalized_gate(y_context / rho + b)
+    return 0.5 * (normalized_gate(y_context / rho + b) + normalized_gate(-y_context / rho + b))
 
 
 def product_gate_scan(x_context, y_context, rho=0.25, b0=0.0, c_query=None, backend="numpy",
                       max_bytes=1 << 26):
     """The product-gated statistic run as a selective scan: one channel, state h in R^D.
 
-    Tokens l = 1..N are the context, token N+1 the query (label 0). Choose
-        u_l = y_l,  delta_l = softplus(y_l / rho + b),  A = -1 (every state entry),
-        B_l = (1 - e^{-delta_l}) / delta_l * phi(x_l),  C_{N+1} = c_query.
-    The scan's Euler-B step then adds delta_l B_l u_l = (1 - e^{-delta_l}) y_l phi(x_l) =
-    s_l y_l phi(x_l) (exact ZOH for B) and decays h by e^{-delta_l} = 1 - s_l, so
+    Tokens l = 1..N are the context, token N+1 the query (label 0). Through
+    :func:`gates.product_gate_scan_forward` with gate pre-activation v_l = y_l / rho + b and
+    z_l = y_l phi(x_l) (0 at the query), C_{N+1} = c_query: delta_l = softplus(v_l), A = -1,
+    B_l = z_l, u_l = s_l / delta_l (exact ZOH through Euler), so the scan adds s_l z_l and
+    decays h by e^{-delta_l} = 1 - s_l:
         h_{N+1} = sum_j s_j prod_{k=j+1}^{N+1} (1 - s_k) y_j phi(x_j).
     The numpy reference stores every state, so prompts go through in chunks of at most
     ``max_bytes`` of states.
@@ -117,29 +103,23 @@ def product_gate_scan(x_context, y_context, rho=0.25, b0=0.0, c_query=None, back
     check_float_array("y_context", y_context, shape=(P, N))
     rho = check_positive_float("rho", rho)
     b = gate_bias(b0, N)
-    D = 1 + 2 * d + d * (d - 1) // 2
+    n_feat = feature_dim(d)                                                  # the state size, dim phi
     if c_query is not None:
-        check_float_array("c_query", c_query, shape=(P, D))
-    A = -np.ones((1, D))                                                     # (d_inner=1, n=D)
-    chunk = max(1, int(max_bytes // (8 * (N + 1) * D)))
-    h = np.empty((P, D))
+        check_float_array("c_query", c_query, shape=(P, n_feat))
+    chunk = max(1, int(max_bytes // (8 * (N + 1) * n_feat)))
+    h = np.empty((P, n_feat))
     y_out = np.empty(P)
     for lo in range(0, P, chunk):
         sl = slice(lo, min(P, lo + chunk))
         p = sl.stop - sl.start
-        u = np.concatenate([y_context[sl], np.zeros((p, 1))], axis=1)[:, :, None]   # (p, N+1, 1)
-        v = u / rho + b
-        # softplus(v) > 0 mathematically; the floor keeps it so in floating point for v << 0
-        delta = np.maximum(np.logaddexp(0.0, v), 1e-300)                    # (p, N+1, 1)
-        zoh = -np.expm1(-delta) / delta                                      # (1 - e^-delta) / delta
-        B = np.zeros((p, N + 1, D))
-        B[:, :N] = zoh[:, :N] * hermite_features(x_context[sl])              # (p, N+1, D)
-        C = np.zeros((p, N + 1, D))
+        y_all = np.concatenate([y_context[sl], np.zeros((p, 1))], axis=1)  # (p, N+1) the query's label is 0
+        z = np.zeros((p, N + 1, n_feat))
+        z[:, :N] = y_context[sl, :, None] * hermite_features(x_context[sl])  # (p, N+1, D)
+        C = np.zeros((p, N + 1, n_feat))
         if c_query is not None:
             C[:, N] = c_query[sl]
-        y_scan, h_last, _ = selective_scan_forward(u, delta, A, B, C, backend=backend)
-        h[sl] = h_last[:, 0, :]
-        y_out[sl] = y_scan[:, N, 0]
+        y_scan, h[sl], _ = product_gate_scan_forward(y_all / rho + b, z, C, backend=backend)
+        y_out[sl] = y_scan[:, N]
     return h, y_out
 
 
@@ -200,7 +180,7 @@ def readout_backward(dout, cache):
     return hq * gamma, np.einsum("pd,pd->d", hq, h)
 
 
-def mlp_forward(out_n, a, v, c):
+def scalar_mlp_forward(out_n, a, v, c):
     """The two-layer ReLU MLP on the scalar: f = sum_k a_k relu(v_k out_n + c_k).
 
     Args:
@@ -213,8 +193,8 @@ def mlp_forward(out_n, a, v, c):
     return act @ a, (out_n, a, v, pre, act)
 
 
-def mlp_backward(df, cache):
-    """Gradients of :func:`mlp_forward`.
+def scalar_mlp_backward(df, cache):
+    """Gradients of :func:`scalar_mlp_forward`.
 
         da = sum df * act,  dpre = df a [pre > 0],  dout_n = dpre . v,
         dv = sum dpre * out_n,  dc = sum dpre
@@ -257,4 +237,4 @@ class GatedMamba:
     def predict(self, prompts, h=None):
         """The model's prediction for every query, (P, Q)."""
         out_n = (self.mamba_output(prompts, h) - self.shift) / self.scale
-        return mlp_forward(out_n, self.a, self.v, self.c)[0]
+        return scalar_mlp_forward(out_n, self.a, self.v, self.c)[0]

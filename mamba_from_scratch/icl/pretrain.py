@@ -30,8 +30,8 @@ import numpy as np
 from ..optim import AdamW
 from ..validate import check_choice, check_positive_float, check_positive_int
 from .features import feature_groups, hermite_features, relevant_features
-from .gated import (GATES, GatedMamba, context_statistic, context_statistics, mlp_backward, mlp_forward,
-                    readout_backward, readout_forward)
+from .gated import (GATES, GatedMamba, context_statistic, context_statistics, readout_backward, readout_forward,
+                    scalar_mlp_backward, scalar_mlp_forward)
 
 RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -81,11 +81,11 @@ def loss_and_grads(h, phi_q, y, gamma, a, v, c, shift, scale):
     """
     out, rcache = readout_forward(h, phi_q, gamma)                   # (P, Q)
     out_n = (out - shift) / scale
-    f, mcache = mlp_forward(out_n, a, v, c)                          # (P, Q)
+    f, mcache = scalar_mlp_forward(out_n, a, v, c)                   # (P, Q)
     err = f - y
     loss = 0.5 * np.mean(err ** 2)
     df = err / err.size
-    dout_n, da, dv, dc = mlp_backward(df, mcache)
+    dout_n, da, dv, dc = scalar_mlp_backward(df, mcache)
     _, dgamma = readout_backward(dout_n / scale, rcache)
     return loss, {"gamma": dgamma, "a": da, "v": dv, "c": dc}
 
@@ -283,16 +283,6 @@ def stage2(task, cfg, gamma, v, N, rng, ridges=RIDGES, prompts=None, h=None):
     a = ridge_solve(gram_fit + Fho.T @ Fho, rhs_fit + Fho.T @ yho, len(yfit) + len(yho), ridges[best])
     return GatedMamba(cfg.gate, gamma, a, v, c, cfg.rho, cfg.b0, shift, scale, cfg.backend,
                       info={"ridge": ridges[best], "holdout_mse": scores[best], "N": N})
-
-
-def two_stage(task, cfg, Ns, rng, progress=None):
-    """Stage I once, then Stage II at each context length in Ns.
-
-    Returns:
-        {N: GatedMamba}, and the Stage I info.
-    """
-    gamma, v, info = stage1(task, cfg, rng, progress)
-    return {N: stage2(task, cfg, gamma, v, N, rng) for N in Ns}, info
 
 
 def practical(task, cfg, N, rng, steps=300, lr=1e-2, batch=32, progress=None):

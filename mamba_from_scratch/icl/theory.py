@@ -40,9 +40,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..validate import check_choice
+from .baselines import baseline_predict, krr_baseline
 from .features import relevant_features
 from .gated import GATES, context_statistic, context_statistics
-from .krr import DEFAULT_KERNELS, RIDGES_REL, krr_predict
+from .krr import DEFAULT_KERNELS, RIDGES_REL
 from .links import make_link
 from .metrics import normalized_error, paired_difference
 from .pretrain import PretrainConfig, practical, stage1, stage1_streamed, stage2
@@ -255,7 +256,7 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
         rows.append(dict(base, method="zero", gate="", N=N, error=float(e_zero.mean()),
                          stderr=float(e_zero.std(ddof=1) / math.sqrt(e_zero.size)), n_prompts=e_zero.size,
                          diff_vs_zero=0.0, diff_vs_zero_se=0.0, note=""))
-        add("context_free", "", task.context_free_predict(test))
+        add("context_free", "", baseline_predict("context_free", task, test))
         h2 = context_statistics(s2.x_context, s2.y_context, gates, args.rho, args.b0, args.backend)
         h_test = context_statistics(test.x_context, test.y_context, gates, args.rho, args.b0, args.backend)
         for gi, gate in enumerate(gates):
@@ -267,9 +268,8 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
         if krr and N <= args.krr_max_N:
             n = min(args.krr_prompts, args.n_prompts)
             sub = test.subset(slice(0, n))
-            for method, xc, xq in (("krr_full", sub.x_context, sub.x_query),
-                                   ("krr_intrinsic", task.intrinsic(sub.x_context), task.intrinsic(sub.x_query))):
-                pred, choices = krr_predict(xc, sub.y_context, xq)
+            for method in ("krr_full", "krr_intrinsic"):
+                pred, choices = krr_baseline(task, sub, intrinsic=method == "krr_intrinsic")
                 kinds = sorted({f"{c['kernel'][0]}{c['kernel'][1]:g}" for c in choices})
                 add(method, "", pred, n=n, note="kernels=" + "/".join(kinds))
             bar.update(1)

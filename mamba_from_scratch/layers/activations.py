@@ -1,4 +1,5 @@
-"""Elementwise activations: sigmoid, SiLU and softplus, each with its backward.
+"""Elementwise activations: sigmoid, SiLU and softplus, each with its backward. Tested in
+tests/test_layers.py.
 
 All three are written so that large |x| neither overflows nor loses precision.
 """
@@ -11,11 +12,12 @@ from ..validate import check_float_array
 
 def sigmoid(x):
     """1 / (1 + e^{-x}). For x < -88 (float32) e^{-x} overflows to inf and the result is
-    exactly 0, which is right, so the overflow warning is silenced rather than avoided."""
+    exactly 0, which is right, so the overflow warning is silenced rather than avoided.
+    The package's one sigmoid (the gates of icl/ use it too); a scalar gives a scalar."""
     with np.errstate(over="ignore"):
         e = np.exp(-x)
     e += 1.0
-    return np.reciprocal(e, out=e)
+    return np.reciprocal(e, out=e) if isinstance(e, np.ndarray) else 1.0 / e
 
 
 def silu_forward(x):

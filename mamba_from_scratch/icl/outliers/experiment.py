@@ -39,25 +39,10 @@ from ...runtime import tune_process
 from ...validate import check_output_dir, check_positive_float, check_positive_int
 from .data import (CORRUPTIONS, DIRECTION_NAMES, POSITIONS, TASK_SPLITS, DataConfig, hold_out,
                    make_patterns, mirror_seen, sample_prompts, split_tasks)
-from .model import MODELS, gates, init_params, model_forward
+from .design import ALPHAS, LR_SCALES, MAGNITUDES, SUBSETS, VAL_SETS, model_key, model_lrs
+from .model import MODELS, ModelConfig, gates, init_params, model_forward
+from .report import plot_all, plot_tune, write_metrics, write_table, write_tune
 from .train import SCHEDULES, TrainConfig, error_rate, train
-
-ALPHAS = np.round(np.arange(10) / 10, 1)
-SUBSETS = ("all", "mirror_trained", "mirror_held_out")
-LR_SCALES = (0.3, 3.0)            # the learning-rate study, relative to --lr
-MAGNITUDES = (1.0, 2.0, 3.0, 4.0)  # the test outlier magnitude study (2.0 is the default)
-VAL_SETS = ("clean", "flipped", "clean_mirror_trained", "clean_mirror_held_out")  # --tune
-
-
-def model_lrs(lr: float, l: int) -> dict:
-    """Mamba's gate weights sum to at most 1, the linear Transformer's G = 1 sum to l, so
-    its output and gradients are ~l times larger: it gets lr / l for a comparable step."""
-    return {"mamba": lr, "linear": lr / l}
-
-
-def model_key(model: str, scale: float) -> str:
-    """Name of a trained model: "mamba", or "mamba lr x0.3" for the learning-rate study."""
-    return model if scale == 1.0 else f"{model} lr x{scale:g}"
 
 
 def seed_rngs(seed: int) -> dict:
@@ -115,7 +100,7 @@ def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: in
     curves = {name: sample_prompts(data_cfg, patterns, test_tasks, min(n_test, 1000), alpha,
                                    "flipped", rng["test"], test=True)
               for name, alpha in (("clean", 0.0), ("flipped_0.5", 0.5))}
-    init = {m: init_params(data_cfg.d + 1, m, rng["init"]) for m in MODELS}
+    init = {m: init_params(ModelConfig(data_cfg.d + 1, m), rng["init"]) for m in MODELS}
     base_lr = model_lrs(train_cfg.lr, data_cfg.l)
     models, lrs = {}, {}
     for scale in lr_scales:
@@ -135,7 +120,7 @@ def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: in
             prompts = sample_prompts(cfg, patterns, test_tasks, n_test, float(alpha), corruption,
                                      rng["test"], test=True, **where)
             for k in keys:
-                F, _ = model_forward(models[k], prompts.P)
+                F, _ = model_forward(models[k], ModelConfig.of(models[k]), prompts.P)
                 rows[k].append(subset_errors(error_rate(F, prompts.y_query), seen[prompts.task]))
         return {k: np.array(v).T for k, v in rows.items()}          # (3, len(ALPHAS)) each
 
@@ -213,7 +198,7 @@ def tune(args, data_cfg: DataConfig, base: TrainConfig) -> dict:
             if mask.any():
                 val[name] = sample_prompts(data_cfg, patterns, val_tasks[mask], args.n_test, 0.0,
                                            "flipped", rng["val"])
-        init = init_params(data_cfg.d + 1, "mamba", rng["init"])
+        init = init_params(ModelConfig(data_cfg.d + 1, "mamba"), rng["init"])
         for schedule, batch, steps in runs:
             cfg = replace(base, schedule=schedule, batch=batch, steps=steps,
                           eval_every=min(checkpoints) if schedule == "constant" else steps)
@@ -307,8 +292,6 @@ def main(argv=None) -> int:
 
 def run(args, argv):
     """The experiment (or --tune) for parsed, checked options; see :func:`main`."""
-    from .report import plot_all, plot_tune, write_metrics, write_table, write_tune
-
     tune_process()  # tiny matmuls: OpenBLAS threads on a busy machine made them 30x slower
     t_start, load_start = time.perf_counter(), os.getloadavg()
     command = "python -m mamba_from_scratch outliers " + " ".join(argv or [])

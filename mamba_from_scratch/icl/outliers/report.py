@@ -1,4 +1,5 @@
 """Tables and figures of ``python -m mamba_from_scratch outliers`` (metrics.csv, table.md, PNGs).
+Tested in tests/test_outliers_cli.py.
 
 Every number is a mean over seeds with its standard error (SEM); a seed whose test tasks
 have no task of a subset (e.g. no test task with a held-out mirror) is left out of that
@@ -12,7 +13,7 @@ import os
 import numpy as np
 
 from .data import CORRUPTIONS, DIRECTION_NAMES, POSITIONS
-from .experiment import ALPHAS, LR_SCALES, MAGNITUDES, SUBSETS, model_key
+from .design import ALPHAS, LR_SCALES, MAGNITUDES, SUBSETS, model_key
 from .floor import clean_vote_floor, error_floor
 from .model import MODELS
 

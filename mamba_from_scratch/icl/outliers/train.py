@@ -16,7 +16,7 @@ from ...optim import TrainingDiverged, cosine_lr, nonfinite_report
 from ...progress import Progress
 from ...validate import check_choice, check_positive_float, check_positive_int
 from .data import CORRUPTIONS, DataConfig, Patterns, Prompts, sample_prompts
-from .model import METHODS, MODELS, hinge_backward, hinge_forward, model_backward, model_forward
+from .model import METHODS, MODELS, ModelConfig, hinge_backward, hinge_forward, model_backward, model_forward
 
 SCHEDULES = ("constant", "cosine")
 
@@ -54,7 +54,7 @@ def error_rate(F: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def evaluate(params: dict, prompts: Prompts, method: str = "closed") -> float:
     """Mean classification error of the model on a batch of prompts."""
-    F, _ = model_forward(params, prompts.P, method)
+    F, _ = model_forward(params, ModelConfig.of(params, method), prompts.P)
     return float(error_rate(F, prompts.y_query).mean())
 
 
@@ -82,15 +82,16 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
     eval_sets = eval_sets or {}
     history = {name: {"step": [], "loss": [], **{f"error_{e}": [] for e in eval_sets}} for name in models}
     window = {name: [] for name in models}
+    model_cfgs = {name: ModelConfig.of(params, cfg.method, cfg.backend) for name, params in models.items()}
     bar = Progress(cfg.steps, desc, enabled=desc is not None, leave=False)
     for step in range(1, cfg.steps + 1):
         batch = sample_prompts(data_cfg, patterns, train_tasks, cfg.batch, cfg.p_a,
                                cfg.corruption, rng)
         scale = 1.0 if cfg.schedule == "constant" else cosine_lr(step - 1, cfg.steps, 1.0)
         for name, params in models.items():
-            F, cache = model_forward(params, batch.P, cfg.method, cfg.backend)
+            F, cache = model_forward(params, model_cfgs[name], batch.P)
             loss, hcache = hinge_forward(F, batch.y_query)
-            grads = model_backward(hinge_backward(hcache), cache) if np.isfinite(loss) else None
+            grads = model_backward(hinge_backward(1.0, hcache), cache)[0] if np.isfinite(loss) else None
             bad = nonfinite_report(float(loss), grads)
             if bad is None:
                 for key, g in grads.items():
