@@ -17,7 +17,7 @@ modules never import this one. The config's class name in the metadata picks the
 so the model: a softmax-attention checkpoint, whose parameters are named as a linear-attention
 one's, loads as a SoftmaxTFConfig and runs softmax attention.
 
-Tests: tests/test_checkpoint.py (and tests/test_reliability.py, tests/test_bad_input.py).
+Tests: tests/test_models_reference.py (committed checkpoints), tests/test_reliability.py, tests/test_bad_input.py.
 """
 from __future__ import annotations
 

@@ -183,3 +183,36 @@ def test_plot_keeps_one_style_per_model_across_many_panels(tmp_path):
             for m in ("mamba", "linear-tf", "krr_full", "context_free")]
     evaluate_trained.plot(rows, tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 0
+
+
+def test_softmax_tf_trains_and_evaluates_from_the_command_line(tmp_path):
+    """--model softmax-tf through both commands, each in a fresh process: the checkpoint holds a
+    SoftmaxTFConfig (so it runs softmax attention, not the linear one its parameter names
+    also fit) and icl-eval labels it softmax-tf."""
+    import subprocess
+    import sys
+
+    from mamba_from_scratch.models.softmax_attention import SoftmaxTFConfig
+    out, ev = tmp_path / "run", tmp_path / "eval"
+    run = [sys.executable, "-m", "mamba_from_scratch"]
+    subprocess.run(run + ["icl-train", "--model", "softmax-tf", "--d", "4", "--r", "2", "--N", "6", "--steps", "4",
+                          "--batch", "4", "--d-model", "8", "--n-layer", "1", "--n-head", "2", "--eval-every", "4",
+                          "--ckpt-every", "4", "--n-val", "4", "--out", str(out), "--no-progress"],
+                   check=True, capture_output=True, text=True)
+    params, cfg, extra, _ = load_checkpoint(out / "ckpt.npz")
+    assert type(cfg) is SoftmaxTFConfig and extra["train_config"]["model"] == "softmax-tf"
+    subprocess.run(run + ["icl-eval", "--checkpoint", str(out / "ckpt.npz"), "--out", str(ev), "--N", "2,6",
+                          "--n-prompts", "4", "--queries", "2", "--no-progress"], check=True, capture_output=True,
+                   text=True)
+    with open(ev / "metrics.csv") as f:
+        assert "softmax-tf" in {r["method"] for r in csv.DictReader(f)}
+
+
+def test_the_transformers_start_from_the_same_weights_and_differ_in_attention():
+    tcs = {m: train.TrainConfig(model=m, d=4, r=2, N=6, batch=4, d_model=8, n_layer=1, n_head=2)
+           for m in ("linear-tf", "softmax-tf")}
+    (lcfg, lp), (scfg, sp) = (train.build_model(tcs[m]) for m in ("linear-tf", "softmax-tf"))
+    assert lp.keys() == sp.keys() and all(np.array_equal(lp[k], sp[k]) for k in lp)
+    x, y = train.sample_batch(tcs["linear-tf"], train.make_task(tcs["linear-tf"]), 0)
+    losses = [train.loss_and_grads(p, c, x, y, "paired", "numba")[0] for p, c in ((lp, lcfg), (sp, scfg))]
+    assert losses[0] != losses[1]

@@ -15,7 +15,7 @@ Contract, at every level (models/__init__.py): ``*_forward(x, p, ...) -> (out, c
 ``*_backward(dout, cache) -> (grads, dx)``. Parameters of a block: ``norm1.weight``,
 ``attn.{q,k,v,out}_proj.weight``, ``norm2.weight``, ``mlp.fc1.*``, ``mlp.fc2.*``.
 
-Tests: tests/test_models_transformer.py (and the two attentions' test files).
+Tests: tests/test_models_linear_attention.py, tests/test_models_softmax_attention.py.
 """
 from __future__ import annotations
 
