@@ -31,7 +31,7 @@ import zlib
 import numpy as np
 
 from .models import CONFIGS
-from .params import check_params
+from .params import check_params, sub_params
 
 CONFIG_CLASSES = {cls.__name__: cls for cls in CONFIGS}  # the name in a checkpoint's meta -> its class
 TMP_PREFIX = ".tmp-"  # save_checkpoint's temporaries: <folder>/.tmp-XXXXXXXX.npz
@@ -113,8 +113,8 @@ def load_checkpoint(path):
             if "meta" not in f.files:
                 raise bad("is not a checkpoint: it has no 'meta' entry")
             meta_text = str(f["meta"])
-            params = {k[7:]: f[k] for k in f.files if k.startswith("params/")}
-            arrays = {k[7:]: f[k] for k in f.files if k.startswith("arrays/")}
+            entries = {k: f[k] for k in f.files if k != "meta"}
+            params, arrays = sub_params(entries, "params/"), sub_params(entries, "arrays/")
     except ValueError as e:
         if str(e).startswith(where):
             raise

@@ -53,7 +53,7 @@ from ..models.mamba import MambaConfig
 from ..models.softmax_attention import SoftmaxTFConfig
 from ..models.transformer import matched_d_mlp
 from ..optim import AdamW, clip_grad_norm, cosine_lr, nonfinite_report
-from ..params import count_params
+from ..params import count_params, sub_params
 from ..progress import Progress
 from ..runtime import tune_process
 from ..scan import BACKENDS, resolve_backend
@@ -364,7 +364,7 @@ def train(tc, out_dir, resume=False, until=None, command=None, progress=True):
             raise ValueError(f"resume: the checkpoint {path!r} lacks {lacking}: it was not written by icl-train")
         opt = AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
         try:
-            opt.load_state_dict({k[4:]: v for k, v in arrays.items() if k.startswith("opt.")})
+            opt.load_state_dict(sub_params(arrays, "opt."))
         except ValueError as e:
             raise ValueError(f"resume: checkpoint {path!r}: {e}") from None
         st = {k: extra[k] for k in st}
