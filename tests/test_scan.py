@@ -274,10 +274,11 @@ def test_numba_backward_memory_is_chunked():
     dy = rng.standard_normal((b, l, d_inner)).astype(np.float32)
     outputs = 2 * dy.nbytes + 2 * b * l * n * 4 + (d_inner * n + d_inner + b * d_inner * n) * 4
     selective_scan_backward(dy, cache)  # compile outside the traced region
-    tracemalloc.start()  # NumPy reports its allocations to tracemalloc; the kernels' are tiny
-    selective_scan_backward(dy, cache)
+    tracemalloc.start()  # NumPy reports its allocations to tracemalloc, and so do numba's worker threads'
+    selective_scan_backward(dy, cache)  # per-task scratch (measured: one task's on 2 threads, none on 1)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     extra = cpu.backward_extra_bytes(b, l, d_inner, n)
-    assert peak < outputs + extra["partials"] + 64 * 1024, (peak, outputs, extra)  # the accounting holds
+    bound = outputs + extra["partials"] + extra["per_thread"] + 64 * 1024
+    assert peak < bound, (peak, outputs, extra)  # the accounting holds
     assert extra["partials"] + extra["per_thread"] < full / 4
