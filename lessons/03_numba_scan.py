@@ -528,13 +528,15 @@ plt.show()
 # * `prange` vs serial, and the package on 2 threads vs 1: the gain from the cores, at most
 #   their number (2 here), and only when they are free (a `prange` waits for its slowest
 #   thread, so a parallel loop suffers more from a busy core than a serial one and can
-#   even be slower under load). How the threads wait matters as much: without the
-#   `tune_process()` of the imports cell (OpenMP's default, a thread that finishes its share
-#   spins for a while before it sleeps), the package's kernel in a Jupyter kernel on this
-#   2-core machine took 0.85 ns per element on 2 threads against 0.46 on one, at load average
-#   1; with idle threads asleep (`OMP_WAIT_POLICY=PASSIVE`), 0.26 on 2 threads. The spinning
-#   thread holds a core that another thread of the process needs (Jupyter's own threads
-#   among them);
+#   even be slower under load). How the threads wait matters as much. Without the
+#   `tune_process()` of the imports cell, OpenMP's default applies (a thread that finishes its
+#   share spins for a while, then sleeps), and in a Jupyter kernel on this 2-core machine the
+#   package's kernel took 0.85 ns per element on 2 threads against 0.46 on one, at load
+#   average 1. With `OMP_WAIT_POLICY=PASSIVE` (sleep at once, what `tune_process` sets) it took
+#   0.26, and 0.25 with `ACTIVE` (spin all the time); in a plain Python process the default
+#   took 0.26 too. So it is the default's spin-then-sleep inside a Jupyter kernel that costs;
+#   we measured it, we did not find out why. Under real load `PASSIVE` matters more: a thread
+#   spinning on a shared core takes it from the thread it waits for (`runtime.py`);
 # * the package vs `prange`: mostly the arithmetic `exp` (the exp table above shows the gap
 #   between `math.exp` and `fast_exp` alone) and the vectorised loop over `n`;
 # * the red line, the roofline bound: a kernel doing this work with `fast_exp` cannot go
