@@ -10,6 +10,7 @@ from mamba_from_scratch.icl import evaluate_trained, train
 from mamba_from_scratch.icl.prompts import (decode, encode, prediction_positions, query_examples, scatter_grad,
                                             token_dim, training_examples)
 from mamba_from_scratch.icl.task import SingleIndexTask
+from mamba_from_scratch.rng import TRAIN_BATCH, stream
 
 # A tiny model and task so each run takes a second: the numpy scan needs no compilation.
 TINY = dict(d=4, r=2, N=6, batch=4, steps=12, d_model=8, n_layer=1, d_state=4, n_head=2, warmup=2,
@@ -92,7 +93,7 @@ def test_link_curriculum_blends_he1_into_the_link():
     for step, lam in ((0, 0.0), (5, 0.5), (10, 1.0)):
         x, y = train.sample_batch(tc, task, step)
         # the step's own prompts (same stream), relabelled through the blended link
-        prompts = task.sample(np.random.default_rng([tc.seed, 1, step]), tc.batch, tc.N, 1)
+        prompts = task.sample(stream(tc.seed, TRAIN_BATCH, step), tc.batch, tc.N, 1)
         z = np.einsum("ptd,pd->pt", x, prompts.beta)
         assert np.allclose(y, np.sqrt(1 - lam) * z + np.sqrt(lam) * task.link(z))
     # after the curriculum the batch is exactly the one a run without it draws

@@ -1,5 +1,4 @@
 """Paper 3 (outliers): data model, gate as a selective scan, hand-written gradients, floor, CLI."""
-import json
 
 import numpy as np
 import pytest

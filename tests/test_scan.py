@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from mamba_from_scratch.gradcheck import numerical_grad
+from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.scan import BACKENDS, cpu, gpu_available, selective_scan_backward, selective_scan_forward
 
 GRAD_NAMES = ("du", "ddelta", "dA", "dB", "dC", "dD", "dh0")
@@ -27,11 +27,6 @@ def make_inputs(rng, b, l, d_inner, n, dtype=np.float64, with_D=True, with_h0=Tr
     h0 = rng.standard_normal((b, d_inner, n)) if with_h0 else None
     cast = lambda x: None if x is None else x.astype(dtype)
     return tuple(cast(x) for x in (u, delta, A, B, C, D, h0))
-
-
-def rel_err(x, ref):
-    """Largest absolute difference relative to the largest entry of the reference."""
-    return float(np.max(np.abs(x - ref)) / max(np.max(np.abs(ref)), 1e-30))
 
 
 def run_both(backend, inputs, dy, dh_last):
@@ -61,14 +56,14 @@ def test_numba_matches_reference(dtype, shape, with_D, with_h0, with_dh_last, sm
     y, h, g = run_both("numba", inputs, dy, dh_last)
     tol = TOL[dtype]
     assert y.dtype == dtype and h.dtype == dtype
-    assert rel_err(y, y_ref) < tol
-    assert rel_err(h, h_ref) < tol
+    assert rel_error(y, y_ref) < tol
+    assert rel_error(h, h_ref) < tol
     for name, a, r in zip(GRAD_NAMES, g, g_ref):
         if name == "dD" and not with_D:
             assert a is None and r is None
             continue
         assert a.dtype == dtype and a.shape == r.shape, name
-        assert rel_err(a, r) < tol, f"{name}: {rel_err(a, r):.2e}"
+        assert rel_error(a, r) < tol, f"{name}: {rel_error(a, r):.2e}"
 
 
 def test_numba_long_sequence_small_chunk(monkeypatch):
@@ -80,9 +75,9 @@ def test_numba_long_sequence_small_chunk(monkeypatch):
     dh_last = rng.standard_normal((2, 4, 3))
     y_ref, h_ref, g_ref = run_both("numpy", inputs, dy, dh_last)
     y, h, g = run_both("numba", inputs, dy, dh_last)
-    assert rel_err(y, y_ref) < 1e-10 and rel_err(h, h_ref) < 1e-10
+    assert rel_error(y, y_ref) < 1e-10 and rel_error(h, h_ref) < 1e-10
     for name, a, r in zip(GRAD_NAMES, g, g_ref):
-        assert rel_err(a, r) < 1e-10, name
+        assert rel_error(a, r) < 1e-10, name
 
 
 def test_numba_independent_of_thread_count():
@@ -105,11 +100,6 @@ def test_numba_independent_of_thread_count():
 
 # ---------------------------------------------------------------- finite differences
 
-def fd_rel_error(a, b):
-    """Elementwise |a - b| / (|a| + |b|), floored so exact zeros do not divide by zero."""
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(a) + np.abs(b), 1e-8)))
-
-
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 def test_finite_differences(backend, monkeypatch):
     monkeypatch.setattr(cpu, "CHUNK", 2)  # l = 5: chunks [0, 2), [2, 4), [4, 5)
@@ -128,7 +118,7 @@ def test_finite_differences(backend, monkeypatch):
     grads = selective_scan_backward(dy, cache, dh_last)
     for name, x, g in zip(GRAD_NAMES, inputs, grads):
         num = numerical_grad(loss, x)
-        err = fd_rel_error(g, num)
+        err = rel_error(g, num)
         assert err < 1e-6, f"{backend} {name}: rel error {err:.2e}"
 
 
@@ -156,7 +146,7 @@ def test_delta_zero_is_a_step_that_changes_nothing(dtype, small_chunk):
     names = ("y", "h_last") + GRAD_NAMES
     for name, a, r in zip(names, (y, h, *g), (y_ref, h_ref, *g_ref), strict=True):
         assert np.all(np.isfinite(a)), name
-        assert rel_err(a, r) < TOL[dtype], f"{name}: {rel_err(a, r):.2e}"
+        assert rel_error(a, r) < TOL[dtype], f"{name}: {rel_error(a, r):.2e}"
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -183,7 +173,7 @@ def test_finite_differences_at_delta_zero(backend, monkeypatch):
     grads = selective_scan_backward(dy, cache, dh_last)
     for name, x, g in zip(GRAD_NAMES, inputs, grads):
         num = numerical_grad(loss, x)
-        err = fd_rel_error(g, num)
+        err = rel_error(g, num)
         assert err < 1e-6, f"{backend} {name}: rel error {err:.2e}"
 
 

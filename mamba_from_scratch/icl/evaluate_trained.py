@@ -25,7 +25,6 @@ checkpoint's validation log) and config.json to --out.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 
@@ -36,6 +35,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint
+from ..files import parse_list, write_csv
+from ..rng import EVAL_TEST, stream
 from ..runtime import tune_process
 from ..scan import resolve_backend
 from ..validate import check_output_dir, check_positive_int
@@ -69,7 +70,7 @@ def evaluate_group(models, task, N_grid, n_prompts, n_queries, seed, backend=Non
     Returns:
         rows (list of dicts for metrics.csv), paired (list of dicts for paired.csv).
     """
-    prompts = task.sample(np.random.default_rng([seed, 4, task.d]), n_prompts, max(N_grid), n_queries)
+    prompts = task.sample(stream(seed, EVAL_TEST, task.d), n_prompts, max(N_grid), n_queries)
     clean, m2 = prompts.y_query_clean, task.link.second_moment
     rows, paired = [], []
     methods = [label for label, *_ in models] + list(BASELINES)
@@ -244,19 +245,8 @@ def d_gap_lines(rows):
     return lines
 
 
-def write_csv(path, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
-
 def parse_ints(name, text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"{name} must be comma-separated integers, got {text!r}") from None
-    return [check_positive_int(name, v, minimum=0) for v in values]
+    return [check_positive_int(name, v, minimum=0) for v in parse_list(text, int, name)]
 
 
 def build_parser():

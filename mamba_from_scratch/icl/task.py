@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..rng import TASK_SUBSPACE, stream
 from ..validate import check_positive_float, check_positive_int
 from .links import make_link
 
@@ -64,7 +65,7 @@ class SingleIndexTask:
         self.link = make_link(link)
         self.tau = check_positive_float("tau", tau, allow_zero=True)
         self.seed = check_positive_int("seed", seed, minimum=0)
-        rng = np.random.default_rng([self.seed, 7])
+        rng = stream(self.seed, TASK_SUBSPACE)
         self.index_set = np.sort(rng.choice(self.d, size=self.r, replace=False))  # (r,)
 
     def sample(self, rng, n_prompts, N, n_queries=1):

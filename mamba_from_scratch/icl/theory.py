@@ -39,6 +39,9 @@ from dataclasses import asdict, replace
 import numpy as np
 from tqdm import tqdm
 
+from .. import files
+from .. import rng as R
+from ..files import atomic_write, parse_list, save_figure
 from ..validate import check_choice
 from .baselines import baseline_predict, krr_baseline
 from .features import relevant_features
@@ -66,14 +69,14 @@ def default_backend():
 
 def _ints(text):
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return parse_list(text, int)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def _floats(text):
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        return parse_list(text, float)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
@@ -171,31 +174,9 @@ def validate_args(args):
     return args
 
 
-def atomic_write(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_csv(path, rows, columns=COLUMNS):
-    lines = [",".join(columns)]
-    for row in rows:
-        lines.append(",".join(_fmt(row.get(c, "")) for c in columns))
-    atomic_write(path, "\n".join(lines) + "\n")
-
-
-def _fmt(x):
-    if isinstance(x, float):
-        return f"{x:.6g}"
-    s = str(x)
-    return f'"{s}"' if "," in s else s
-
-
-def save_figure(fig, path):
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    """icl-theory's tables: 6 significant digits, "\\n" line ends (as the committed files)."""
+    files.write_csv(path, rows, columns, float_format=".6g", lineterminator="\n")
 
 
 def pretrain_config(args, gate):
@@ -205,7 +186,8 @@ def pretrain_config(args, gate):
 
 
 def _rng(args, *tags):
-    return np.random.default_rng([args.seed, *[int(t) for t in tags]])
+    """The named stream ``[--seed, *tags]`` (the tags are rng.py's THEORY_*)."""
+    return R.stream(args.seed, *tags)
 
 
 def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
@@ -219,30 +201,30 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
         n_chunks = math.ceil(T1 / C)
 
         def draw(i):
-            return task.sample(_rng(args, link_id, task.d, task.r, 11, i), min(C, T1 - i * C), args.stage1_N,
+            return task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_CHUNK, i), min(C, T1 - i * C), args.stage1_N,
                                args.n_queries)
 
         cfgs = [pretrain_config(args, gate) for gate in gates]
         with tqdm(total=2 * n_chunks, desc=f"Stage I {task.link.name} d={task.d} ({T1} prompts, 2 passes)",
                   leave=False, disable=args.no_progress) as sbar:
-            res = stage1_streamed(task, cfgs, [_rng(args, link_id, task.d, task.r, 2, gi) for gi in range(len(gates))],
+            res = stage1_streamed(task, cfgs, [_rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_MLP, gi) for gi in range(len(gates))],
                                   draw, n_chunks, progress=sbar.update)
         for gate, cfg, (gamma, v, inf) in zip(gates, cfgs, res):
             pre[gate] = (cfg, gamma, v)
             info[gate] = inf
         bar.update(len(gates))
     else:
-        s1 = task.sample(_rng(args, link_id, task.d, task.r, 1), T1, args.stage1_N, args.n_queries)
+        s1 = task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_PROMPTS), T1, args.stage1_N, args.n_queries)
         h1 = context_statistics(s1.x_context, s1.y_context, gates, args.rho, args.b0, args.backend)
         for gi, gate in enumerate(gates):
             cfg = pretrain_config(args, gate)
-            gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, 2, gi), prompts=s1, h=h1[gate])
+            gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_MLP, gi), prompts=s1, h=h1[gate])
             pre[gate] = (cfg, gamma, v)
             info[gate] = dict(inf, stage1_prompts=T1)
             bar.update(1)
     for N in args.N:
-        s2 = task.sample(_rng(args, link_id, task.d, task.r, 3, N), args.stage2_prompts, N, args.n_queries)
-        test = task.sample(_rng(args, link_id, task.d, task.r, 4, N), args.n_prompts, N, args.n_queries)
+        s2 = task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_STAGE2_PROMPTS, N), args.stage2_prompts, N, args.n_queries)
+        test = task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_TEST, N), args.n_prompts, N, args.n_queries)
         target, m2 = test.y_query_clean, task.link.second_moment
         _, _, e_zero = normalized_error(np.zeros_like(target), target, m2)
 
@@ -261,7 +243,7 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
         h_test = context_statistics(test.x_context, test.y_context, gates, args.rho, args.b0, args.backend)
         for gi, gate in enumerate(gates):
             cfg, gamma, v = pre[gate]
-            model = stage2(task, cfg, gamma, v, N, _rng(args, link_id, task.d, task.r, 5, N, gi), prompts=s2,
+            model = stage2(task, cfg, gamma, v, N, _rng(args, link_id, task.d, task.r, R.THEORY_STAGE2_MLP, N, gi), prompts=s2,
                            h=h2[gate])
             add("one_layer", gate, model.predict(test, h=h_test[gate]), note=f"ridge={model.info['ridge']:g}")
             bar.update(1)
@@ -483,8 +465,8 @@ def run_ablate_pretraining(args):
     task = SingleIndexTask(d, args.r, link, args.tau, args.seed)
     cfg = pretrain_config(args, "normalized")
     counts = [16, 64, 256, 1024] if args.quick else [16, 64, 256, 1024, 4096]
-    test = task.sample(_rng(args, 9, 4, N), args.n_prompts, N, args.n_queries)
-    s2 = task.sample(_rng(args, 9, 3, N), args.stage2_prompts, N, args.n_queries)
+    test = task.sample(_rng(args, R.THEORY_ABLATE, R.THEORY_TEST, N), args.n_prompts, N, args.n_queries)
+    s2 = task.sample(_rng(args, R.THEORY_ABLATE, R.THEORY_STAGE2_PROMPTS, N), args.stage2_prompts, N, args.n_queries)
     h_test = context_statistic(test.x_context, test.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
     target, m2 = test.y_query_clean, task.link.second_moment
     rows = []
@@ -505,15 +487,15 @@ def run_ablate_pretraining(args):
     with tqdm(total=len(counts) * 3 + 2, desc="ablate pretraining", disable=args.no_progress) as bar:
         for T1 in counts:
             for rep in range(3):  # Stage I is one noisy gradient: average over 3 draws
-                gamma, v, info = stage1(task, replace(cfg, stage1_prompts=T1), _rng(args, 9, 1, T1, rep))
-                model = stage2(task, cfg, gamma, v, N, _rng(args, 9, 5, T1, rep), prompts=s2)
+                gamma, v, info = stage1(task, replace(cfg, stage1_prompts=T1), _rng(args, R.THEORY_ABLATE, R.THEORY_STAGE1_PROMPTS, T1, rep))
+                model = stage2(task, cfg, gamma, v, N, _rng(args, R.THEORY_ABLATE, R.THEORY_STAGE2_MLP, T1, rep), prompts=s2)
                 add("stage1", T1, model, f"rep={rep};mass={info['gamma_mass_on_subspace']:.3f}")
                 bar.update(1)
-        v = np.random.default_rng([args.seed, 9, 6]).choice([-1.0, 1.0], size=cfg.width)
-        add("subspace_indicator_gamma", 0, stage2(task, cfg, ideal_gamma(task), v, N, _rng(args, 9, 7), prompts=s2))
+        v = _rng(args, R.THEORY_ABLATE, R.THEORY_ABLATE_INDICATOR_V).choice([-1.0, 1.0], size=cfg.width)
+        add("subspace_indicator_gamma", 0, stage2(task, cfg, ideal_gamma(task), v, N, _rng(args, R.THEORY_ABLATE, R.THEORY_ABLATE_INDICATOR_STAGE2), prompts=s2))
         bar.update(1)
         steps = 100 if args.quick else 300
-        model = practical(task, cfg, N=N, rng=_rng(args, 9, 8), steps=steps, lr=1e-2, batch=32)
+        model = practical(task, cfg, N=N, rng=_rng(args, R.THEORY_ABLATE, R.THEORY_ABLATE_PRACTICAL), steps=steps, lr=1e-2, batch=32)
         add("practical_adamw", steps * 32, model, f"AdamW on gamma and MLP, {steps} steps x 32 prompts, "
             f"final train loss {np.mean(model.info['losses'][-20:]):.3f}")
         bar.update(1)
@@ -571,15 +553,16 @@ SWEEP_COLUMNS = ["split", "role", "gate", "rho", "b0", "link", "d", "r", "N", "e
 def sweep_prompts(args, task, link_id, N):
     """Stage II, validation and test prompts of one (link, d, N) cell of the gate sweep.
 
-    Three separate seeded streams: Stage II's and the test prompts are the main run's (tags 3
-    and 4, so the test prompts are those of metrics.csv when --n-prompts is the same), the
-    validation prompts come from tag 6, which nothing else in icl-theory draws from. Only the
-    validation prompts choose (rho, b0); the test prompts score the choice once.
+    Three separate seeded streams (rng.py): Stage II's and the test prompts are the main run's
+    (THEORY_STAGE2_PROMPTS and THEORY_TEST, so the test prompts are those of metrics.csv when
+    --n-prompts is the same), the validation prompts come from THEORY_VALIDATION, which nothing
+    else in icl-theory draws from. Only the validation prompts choose (rho, b0); the test
+    prompts score the choice once.
     """
     key = (link_id, task.d, task.r)
-    s2 = task.sample(_rng(args, *key, 3, N), args.stage2_prompts, N, args.n_queries)
-    val = task.sample(_rng(args, *key, 6, N), args.val_prompts, N, args.n_queries)
-    test = task.sample(_rng(args, *key, 4, N), args.n_prompts, N, args.n_queries)
+    s2 = task.sample(_rng(args, *key, R.THEORY_STAGE2_PROMPTS, N), args.stage2_prompts, N, args.n_queries)
+    val = task.sample(_rng(args, *key, R.THEORY_VALIDATION, N), args.val_prompts, N, args.n_queries)
+    test = task.sample(_rng(args, *key, R.THEORY_TEST, N), args.n_prompts, N, args.n_queries)
     return s2, val, test
 
 
@@ -636,7 +619,7 @@ def run_product_gate_sweep(args):
             for d in args.d:
                 task = SingleIndexTask(d, args.r, link, args.tau, args.seed)
                 key = (li, d, args.r)
-                s1 = task.sample(_rng(args, *key, 1), args.stage1_prompts, args.stage1_N, args.n_queries)
+                s1 = task.sample(_rng(args, *key, R.THEORY_STAGE1_PROMPTS), args.stage1_prompts, args.stage1_N, args.n_queries)
                 cells = {N: sweep_prompts(args, task, li, N) for N in args.N}
                 zero_val = {N: normalized_error(np.zeros_like(c[1].y_query_clean), c[1].y_query_clean,
                                                 task.link.second_moment)[2] for N, c in cells.items()}
@@ -646,9 +629,9 @@ def run_product_gate_sweep(args):
                         return context_statistics(pr.x_context, pr.y_context, [gate], rho, b0, args.backend,
                                                   product="closed")[gate]
                     cfg = replace(pretrain_config(args, gate), rho=rho, b0=b0)
-                    gamma, v, inf = stage1(task, cfg, _rng(args, *key, 2, GATE_KEY[gate]), prompts=s1, h=stat(s1))
+                    gamma, v, inf = stage1(task, cfg, _rng(args, *key, R.THEORY_STAGE1_MLP, GATE_KEY[gate]), prompts=s1, h=stat(s1))
                     for N, (s2, val, _) in cells.items():
-                        model = stage2(task, cfg, gamma, v, N, _rng(args, *key, 5, N, GATE_KEY[gate]), prompts=s2,
+                        model = stage2(task, cfg, gamma, v, N, _rng(args, *key, R.THEORY_STAGE2_MLP, N, GATE_KEY[gate]), prompts=s2,
                                        h=stat(s2))
                         models[(gate, rho, b0, N)] = model
                         cell = dict(split="validation", role="grid", gate=gate, rho=rho, b0=b0, link=link.name, d=d,
@@ -854,7 +837,7 @@ def run_sweep(args):
             d, r = (32, val) if args.sweep == "r" else (val, 4)
             task = SingleIndexTask(d, r, link, args.tau, args.seed)
             sub_args = argparse.Namespace(**{**vars(args), "r": r})
-            cell, _ = run_cell(sub_args, task, 20 + vi, [gate], bar, krr=True)
+            cell, _ = run_cell(sub_args, task, R.THEORY_SWEEP_LINK0 + vi, [gate], bar, krr=True)
             rows += cell
     write_csv(os.path.join(args.out, f"sweep_{args.sweep}_metrics.csv"), rows)
     return write_sweep(rows, args.sweep, args.out, link.name, args.threshold, f"{time.time() - t0:.0f} s")

@@ -13,7 +13,7 @@ the backbone (models/backbone.py) stacking ``cfg.block``, forward and hand-writt
 so nothing here asks which model it holds. Updates come from the package's AdamW with a
 warmup + cosine schedule.
 
-Reproducibility: the prompts of step s are drawn from ``default_rng([seed, 1, s])``, a
+Reproducibility: the prompts of step s are drawn from ``rng.stream(seed, TRAIN_BATCH, s)``, a
 stream that depends on (seed, s) only, so a resumed run sees exactly the prompts it would
 have seen, and the same seed gives the same loss curve. A checkpoint (atomic write) holds
 the parameters, the optimizer's moments and the training log; ``--resume`` continues from
@@ -55,6 +55,7 @@ from ..models.transformer import matched_d_mlp
 from ..optim import AdamW, clip_grad_norm, cosine_lr, nonfinite_report
 from ..params import count_params, sub_params
 from ..progress import Progress
+from ..rng import TRAIN_BATCH, TRAIN_INIT, TRAIN_TASK_POOL, TRAIN_VALIDATION, stream
 from ..runtime import tune_process
 from ..scan import BACKENDS, resolve_backend
 from ..validate import check_choice, check_number, check_output_dir, check_positive_float, check_positive_int
@@ -157,7 +158,7 @@ def build_model(tc, dtype=np.float32):
                        d_in=d_in, d_out=1)
     cfg = {"mamba": mcfg, "linear-tf": LinearTFConfig(**transformer),
            "softmax-tf": SoftmaxTFConfig(**transformer)}[tc.model]
-    return cfg, init_params(cfg, np.random.default_rng([tc.seed, 0]), dtype)
+    return cfg, init_params(cfg, stream(tc.seed, TRAIN_INIT), dtype)
 
 
 def predict(params, cfg, x, y, encoding="paired", backend="numba", chunk=512):
@@ -208,7 +209,7 @@ def task_pool(tc, task):
     """The fixed pool of n_tasks betas (K, d), or None for a fresh beta per prompt."""
     if tc.n_tasks == 0:
         return None
-    return task.sample(np.random.default_rng([tc.seed, 2]), tc.n_tasks, 1).beta
+    return task.sample(stream(tc.seed, TRAIN_TASK_POOL), tc.n_tasks, 1).beta
 
 
 def sample_batch(tc, task, step, pool=None):
@@ -220,7 +221,7 @@ def sample_batch(tc, task, step, pool=None):
     x, beta and noise). With a curriculum, the inactive coordinates (outside the subspace
     and beyond the current active count) are zeroed; the labels do not depend on them.
     """
-    rng = np.random.default_rng([tc.seed, 1, step])
+    rng = stream(tc.seed, TRAIN_BATCH, step)
     n, active = schedule(tc, step)
     prompts = task.sample(rng, tc.batch, n, 1)
     x, y = training_examples(prompts)                                           # (b, n+1, d), (b, n+1)
@@ -302,7 +303,7 @@ def validation_curve(extra):
 def validation_set(tc, task):
     """Fixed validation prompts, seeded apart from the training stream and from icl-eval's
     test prompts: examples, noiseless targets and the context-free optimum at each position."""
-    prompts = task.sample(np.random.default_rng([tc.seed, 3]), tc.n_val, tc.N, 1)
+    prompts = task.sample(stream(tc.seed, TRAIN_VALIDATION), tc.n_val, tc.N, 1)
     x, y = training_examples(prompts)
     clean = task.link(np.einsum("ptd,pd->pt", x, prompts.beta))                # (P, N + 1)
     cf = task.link.context_free_optimum(np.sum(task.intrinsic(x) ** 2, -1), task.r)

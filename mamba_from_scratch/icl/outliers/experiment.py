@@ -35,6 +35,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from ...optim import TrainingDiverged
+from ...rng import outlier_streams
 from ...runtime import tune_process
 from ...validate import check_output_dir, check_positive_float, check_positive_int
 from .data import (CORRUPTIONS, DIRECTION_NAMES, POSITIONS, TASK_SPLITS, DataConfig, hold_out,
@@ -43,12 +44,6 @@ from .design import ALPHAS, LR_SCALES, MAGNITUDES, SUBSETS, VAL_SETS, model_key,
 from .model import MODELS, ModelConfig, gates, init_params, model_forward
 from .report import plot_all, plot_tune, write_metrics, write_table, write_tune
 from .train import SCHEDULES, TrainConfig, error_rate, train
-
-
-def seed_rngs(seed: int) -> dict:
-    """Independent generators for each kind of random draw of one seed."""
-    names = ("data", "split", "init", "train", "test", "val")
-    return dict(zip(names, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6))))
 
 
 def pattern_scores(params: dict, patterns, tasks) -> np.ndarray:
@@ -93,7 +88,7 @@ def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: in
          "position": {position: {corruption: {model: (3, len(ALPHAS))}}},
          "scores": {key: (T_test, 2)}, "mirror_seen": (T_test,), "train_s": seconds}
     """
-    rng = seed_rngs(seed)
+    rng = outlier_streams(seed)
     patterns = make_patterns(data_cfg, rng["data"])
     train_tasks, test_tasks = split_tasks(data_cfg, rng["split"])
     seen = mirror_seen(test_tasks, train_tasks)                     # (T_test,)
@@ -185,7 +180,7 @@ def tune(args, data_cfg: DataConfig, base: TrainConfig) -> dict:
     n_val_pairs = 2 if rule == "pairs" else 3
     scores = {}
     for seed in [args.seed + i for i in range(args.seeds)]:
-        rng = seed_rngs(seed)
+        rng = outlier_streams(seed)
         patterns = make_patterns(data_cfg, rng["data"])
         train_tasks, _ = split_tasks(data_cfg, rng["split"])       # the test tasks: set aside
         fit_tasks, val_tasks = hold_out(train_tasks, rule, n_val_pairs, rng["val"])

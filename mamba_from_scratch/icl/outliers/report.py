@@ -7,11 +7,11 @@ subset's mean, and ``n_seeds`` says how many remain.
 """
 from __future__ import annotations
 
-import csv
 import os
 
 import numpy as np
 
+from ...files import write_csv
 from .data import CORRUPTIONS, DIRECTION_NAMES, POSITIONS
 from .design import ALPHAS, LR_SCALES, MAGNITUDES, SUBSETS, model_key
 from .floor import clean_vote_floor, error_floor
@@ -113,10 +113,7 @@ def write_metrics(args, main_runs, sens, data_cfg):
                 rows.append({"study": "main", "setting": "default", "position": "r",
                              "direction": "all", "model": name, "corruption": c, "subset": "all", "alpha": float(alpha), "error_mean": round(float(f), 6),
                              "error_sem": 0.0, "n_seeds": 0, "n_test": 0})
-    with open(os.path.join(args.out, "metrics.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(os.path.join(args.out, "metrics.csv"), rows)
 
     seen = np.concatenate([r["mirror_seen"] for r in main_runs])    # all test tasks of all seeds
     summary = {"share_mirror_trained": float(seen.mean()), "scores": {}, "paired_diff": {}}
@@ -253,10 +250,8 @@ def where_tables(R, summary) -> list:
 def write_tune(args, result, command, timing):
     """tune.csv (every setting) and tune.md (sorted by the validation score)."""
     rows = result["rows"]
-    with open(os.path.join(args.out, "tune.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
+    write_csv(os.path.join(args.out, "tune.csv"),
+              [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in rows])
     lines = ["# Paper 3: choosing the Mamba's SGD settings on validation tasks", "",
              f"`{command.strip()}`", "",
              f"Validation tasks: {2 * result['n_val_pairs']} of the training tasks held out by the "
