@@ -12,9 +12,8 @@
 # `model_backward`); least squares; what Adam does helps but is explained.
 #
 # **Run time.** 10 to 20 seconds on a 2-core machine (measured: 11 s, of which training 9 s, at
-# load average 1.0; 18 s and 15 s at 2.9; 4 s with `LESSONS_FAST=1`). Without `tune_process`
-# (below) the same training took 153 s at load average 3.1 and 584 s at 5.4: Numba's threads and
-# a multi-threaded BLAS fought over the two cores.
+# load average 1.0; 18 s and 15 s at 2.9; 4 s with `LESSONS_FAST=1`). Before the lesson called
+# `tune_process` (below), the same training took 153 s at load average 3.1 and 584 s at 5.4.
 #
 # **You will use** `mamba_from_scratch.models.mamba` (`MambaConfig`, `init_params`, `model_forward`,
 # `model_backward`), `mamba_from_scratch.optim` (`AdamW`, `clip_grad_norm`, `cosine_lr`, after you
