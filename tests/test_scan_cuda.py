@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mamba_from_scratch.gradcheck import rel_error
 from mamba_from_scratch.scan import gpu_available, selective_scan_backward, selective_scan_forward
 
 TESTS_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS_DIR))
-from test_scan import GRAD_NAMES, TOL, make_inputs, rel_err  # noqa: E402
+from test_scan import GRAD_NAMES, TOL, make_inputs  # noqa: E402
 
 # (b, l, d_inner, n, with_D, with_h0, with_dh_last), run with CHUNK = 4 and MAX_TPB = 32.
 SIM_CASES = [
@@ -56,14 +57,14 @@ def check_against_reference(dtype_name, cases, chunk=None, max_tpb=None, seed=0,
         (y_ref, h_ref, g_ref), (y, h, g) = results
         tol = TOL[dtype]
         label = f"{dtype_name} b={b} l={l} d={d_inner} n={n}"
-        assert y.dtype == dtype and rel_err(y, y_ref) < tol, f"{label} y"
-        assert rel_err(h, h_ref) < tol, f"{label} h_last"
+        assert y.dtype == dtype and rel_error(y, y_ref) < tol, f"{label} y"
+        assert rel_error(h, h_ref) < tol, f"{label} h_last"
         for name, a, r in zip(GRAD_NAMES, g, g_ref):
             if r is None:
                 assert a is None, f"{label} {name} should be None"
                 continue
             assert a.dtype == dtype and a.shape == r.shape, f"{label} {name}"
-            assert rel_err(a, r) < tol, f"{label} {name}: {rel_err(a, r):.2e}"
+            assert rel_error(a, r) < tol, f"{label} {name}: {rel_error(a, r):.2e}"
         print(f"ok {label}")
 
 
@@ -171,4 +172,4 @@ def test_cuda_matches_numba_at_a_model_size():
         y, h_last, cache = selective_scan_forward(*inputs, backend=backend)
         out[backend] = (y, h_last, *selective_scan_backward(dy, cache))
     for name, a, r in zip(("y", "h_last") + GRAD_NAMES, out["cuda"], out["numba"]):
-        assert rel_err(a, r) < 1e-4, name
+        assert rel_error(a, r) < 1e-4, name
