@@ -287,7 +287,7 @@ plt.show()
 # and its command help number them **paper 1** (Oh et al.) and **paper 3** (Li et al.); there is
 # no paper 2 in this project, and the lessons use the same two names.
 #
-# **Oh, Huang & Suzuki 2025**, *Mamba Can Learn Low-Dimensional Targets In-Context via
+# **Oh, Suzuki & Huang 2025**, *Mamba Can Learn Low-Dimensional Targets In-Context via
 # Test-Time Feature Learning* (arXiv 2510.12026). The task is **single-index**: each
 # prompt draws a hidden direction `β` (in a fixed `r`-dimensional subspace of `R^d`), and
 # `y = g(<β, x>) + noise` for a known link `g`, e.g. a Hermite polynomial. Claims:
@@ -479,7 +479,7 @@ for k in (2, 3, 4):
 # `He3` needs degree-3 correlations and `He4` degree-4 ones, which take far more examples
 # (the information exponent). A transform of the label, like `|y|`, brings the signal back
 # to degree 2 for both (the *generative exponent* is 2): that is the gate's job in
-# Oh, Huang & Suzuki 2025 (lessons 08 and 09). (`|y|` of the quadrature ignores the ±τ
+# Oh, Suzuki & Huang 2025 (lessons 08 and 09). (`|y|` of the quadrature ignores the ±τ
 # noise, which shifts its `c_2` slightly.)
 #
 # ### The lessons, in two tracks
@@ -502,7 +502,7 @@ for k in (2, 3, 4):
 # |---|---|---|
 # | `demo` | trains a 2-layer Mamba to do linear regression in context; loss curve and error vs examples seen | 06 |
 # | `bench scan`, `bench train-step` | times the scan backends and a training step | 03, 05 |
-# | `icl-theory` | Oh, Huang & Suzuki's one-layer gated Mamba vs linear attention and kernel ridge regression | 07 to 09 |
+# | `icl-theory` | Oh, Suzuki & Huang's one-layer gated Mamba vs linear attention and kernel ridge regression | 07 to 09 |
 # | `icl-train`, `icl-eval` | trains Mamba / linear-attention Transformer on single-index prompts; evaluates vs KRR | 10 |
 # | `outliers` | Li et al.: in-context classification with outliers | 11 |
 #
@@ -522,7 +522,7 @@ assert result.returncode == 0 and "demo" in result.stdout
 #   matrices depend on the token.
 # * In-context learning = learning a new task from the examples in the prompt, in the
 #   forward pass. Least squares on the context is the yardstick for linear tasks.
-# * Oh, Huang & Suzuki 2025: a gated one-layer Mamba learns single-index targets in context
+# * Oh, Suzuki & Huang 2025: a gated one-layer Mamba learns single-index targets in context
 #   by finding the hidden direction at test time; the gate (a transform of the labels) is
 #   what beats kernel-like learners. Li et al. 2025: the gate also filters outliers.
 # * The second moment `y·(xxᵀ − I)` finds `β` for `He2` only; for `He3` and `He4` a label

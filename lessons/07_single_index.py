@@ -281,7 +281,7 @@ plt.show()
 #
 # ## Paper 1's result, and which experiments here test it
 #
-# Oh, Huang & Suzuki (2025, "Mamba can learn low-dimensional targets in-context via test-time
+# Oh, Suzuki & Huang (2025, "Mamba can learn low-dimensional targets in-context via test-time
 # feature learning", arXiv 2510.12026) study prompts whose `β` lies in an unknown `r`-dimensional
 # subspace `S_r` of `R^d` (`docs/results.md` lists their claims and our verdicts), and prove:
 #
