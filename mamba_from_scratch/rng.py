@@ -14,7 +14,7 @@ Sequence models, ``icl-train`` / ``icl-eval`` (icl/train.py, icl/evaluate_traine
     EVAL_TEST         [seed, 4, d]        icl-eval's test prompts of the tasks of dimension d
 The single-index task itself (icl/task.py):
     TASK_SUBSPACE     [task seed, 7]      the hidden coordinates I of SingleIndexTask
-Paper 1's one-layer model, ``icl-theory`` (icl/theory.py): [seed, link index, d, r, STAGE, ...]
+Paper 1's one-layer model, ``icl-theory`` (icl/theory_run.py): [seed, link index, d, r, STAGE, ...]
 for every (link, d) cell of the main run, the gate ablation and the sweeps
     THEORY_STAGE1_PROMPTS   1             Stage I prompts drawn at once
     THEORY_STAGE1_MLP       2, gate       Stage I's MLP draw (v, c) of each gate

@@ -75,13 +75,41 @@ def test_demo_training_is_reproducible_and_learns_in_context():
     assert tokens.shape == (4, 5, 3) and np.array_equal(tokens[:, 1:, -1], y[:, :-1])
 
 
-def test_blas_thread_limit():
-    from mamba_from_scratch.runtime import blas_threads, limit_blas_threads, reuse_freed_memory
+def test_blas_thread_limit_takes_effect_and_is_undone():
+    from mamba_from_scratch.runtime import blas_threads, limit_blas_threads
     with pytest.raises(ValueError, match="n must be"):
         limit_blas_threads(0)
+    before = blas_threads()
+    if before is None:
+        pytest.skip("threadpoolctl finds no BLAS library behind this NumPy")
     with limit_blas_threads(1):
-        assert blas_threads() in (1, None)
-    assert reuse_freed_memory() in (True, False)  # False only without glibc
+        assert blas_threads() == 1
+    assert blas_threads() == before                 # the limit is lifted on leaving the block
+
+
+def test_reuse_freed_memory_sets_the_three_malloc_thresholds(monkeypatch):
+    import ctypes
     import ctypes.util
-    if ctypes.util.find_library("c") and "libc.so" in ctypes.util.find_library("c"):
-        assert reuse_freed_memory()
+
+    from mamba_from_scratch import runtime
+
+    calls, result = [], {"ok": 1}
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return result["ok"]
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    assert runtime.reuse_freed_memory(mmap_threshold=1 << 20, trim_threshold=2 << 20) is True
+    assert calls == [(-3, 1 << 20), (-1, 2 << 20), (-2, 64 << 20)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, M_TOP_PAD
+    result["ok"] = 0                                                 # mallopt refuses: not in effect
+    assert runtime.reuse_freed_memory() is False
+
+    def no_libc(name):
+        raise OSError("no such library")
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)                     # no glibc (macOS, musl)
+    assert runtime.reuse_freed_memory() is False
+    monkeypatch.undo()
+    if (ctypes.util.find_library("c") or "").startswith("libc.so"):
+        assert runtime.reuse_freed_memory()                         # the real glibc accepts them

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from mamba_from_scratch.icl.theory import main, needed_N
+from mamba_from_scratch.icl.theory import main
+from mamba_from_scratch.icl.theory_report import needed_N
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_relative_to_zero_ratio_and_its_se_bound():
     and its reported s.e. bounds the delta-method s.e. sd(e - R z) / (sqrt(n) mean(z))."""
     import numpy as np
     from mamba_from_scratch.icl.metrics import paired_difference
-    from mamba_from_scratch.icl.theory import relative_to_zero
+    from mamba_from_scratch.icl.theory_report import relative_to_zero
 
     rng = np.random.default_rng(0)
     z = rng.lognormal(0.0, 1.0, size=64)                           # heavy-tailed zero errors
@@ -102,7 +103,7 @@ def test_relative_to_zero_ratio_and_its_se_bound():
 
 def test_replot_redraws_from_csvs_without_running(quick_run, tmp_path):
     import shutil
-    from mamba_from_scratch.icl.theory import COLUMNS, write_csv
+    from mamba_from_scratch.icl.theory_report import COLUMNS, write_csv
 
     out, _ = quick_run
     shutil.copy(os.path.join(out, "metrics.csv"), tmp_path / "metrics.csv")
@@ -172,7 +173,7 @@ def test_sweep_validation_prompts_are_not_the_test_prompts():
 
     import numpy as np
     from mamba_from_scratch.icl.task import SingleIndexTask
-    from mamba_from_scratch.icl.theory import _rng, select_on_validation, sweep_prompts
+    from mamba_from_scratch.icl.theory_run import _rng, select_on_validation, sweep_prompts
 
     args = argparse.Namespace(seed=0, stage2_prompts=4, val_prompts=4, n_prompts=4, n_queries=2)
     task = SingleIndexTask(6, 2, "he3")

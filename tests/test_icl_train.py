@@ -177,13 +177,30 @@ def test_d_gap_is_the_unpaired_difference_between_the_d_groups():
     assert evaluate_trained.d_gap_lines([r for r in rows if r["d"] == 16]) == []   # one d: nothing to compare
 
 
-def test_plot_keeps_one_style_per_model_across_many_panels(tmp_path):
-    # two models in each of four (link, d) panels: styles were once drawn anew per panel and ran out
-    rows = [dict(link=link, d=d, r=8, N=n, method=m, error=0.5, stderr=0.01)
-            for link in ("He2", "He3") for d in (16, 32) for n in (1, 8)
-            for m in ("mamba", "linear-tf", "krr_full", "context_free")]
+def test_plot_keeps_one_style_per_model_across_many_panels(tmp_path, monkeypatch):
+    # three models in each of six (link, d) panels: styles were once drawn anew per panel and ran
+    # out after five. Every panel must carry every model's line, in that model's one style.
+    models = ("mamba", "linear-tf", "softmax-tf")
+    rows = [dict(link=link, d=d, r=8, N=n, method=m, error=0.5 + 0.01 * k, stderr=0.01)
+            for link in ("He2", "He3", "He4") for d in (16, 32) for n in (1, 8)
+            for k, m in enumerate(models + ("krr_full", "context_free"))]
+    figures = []
+    monkeypatch.setattr(evaluate_trained.plt, "close", figures.append)   # keep the figure to inspect it
     evaluate_trained.plot(rows, tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 0
+    panels = [ax for ax in figures[0].axes if ax.get_title()]
+    assert len(panels) == 6
+    styles = {}
+    for ax in panels:
+        handles, labels = ax.get_legend_handles_labels()
+        legend = dict(zip(labels, handles))
+        assert sorted(legend) == sorted([f"trained {m}" for m in models] + ["KRR on full x", "context-free optimum"])
+        for m in models:
+            line = legend[f"trained {m}"].lines[0]                        # the errorbar's data line
+            styles.setdefault(m, set()).add((line.get_color(), line.get_marker(), line.get_linestyle()))
+            assert len(line.get_xdata()) == 2                             # both N of the panel
+    assert all(len(s) == 1 for s in styles.values())                      # one style per model everywhere
+    assert len({next(iter(s)) for s in styles.values()}) == len(models)   # and distinct between models
 
 
 def test_softmax_tf_trains_and_evaluates_from_the_command_line(tmp_path):

@@ -12,7 +12,8 @@
     krr.py       kernel ridge regression per prompt with leave-one-out selection
     baselines.py the reference predictors (zero, context-free, KRR, oracle) of icl-theory and icl-eval
     metrics.py   the normalised error with standard errors and paired differences
-    theory.py    the ``icl-theory`` command
+    theory.py    the ``icl-theory`` command line; theory_run.py its runner, theory_report.py its
+                 tables and figures
 Submodules are imported where used, so ``import mamba_from_scratch.icl.outliers`` does not
 pay for these.
 """
