@@ -6,9 +6,12 @@ import pytest
 from mamba_from_scratch.models import CONFIGS, backbone
 from mamba_from_scratch.models.linear_attention import LinearTFConfig
 from mamba_from_scratch.models.mamba import MambaConfig
+from mamba_from_scratch.models.mamba_ablations import MambaNoGateConfig, MambaNonselectiveConfig
 from mamba_from_scratch.models.softmax_attention import SoftmaxTFConfig
 
 SMALL = {MambaConfig: dict(d_model=4, n_layer=2, d_state=3, d_in=3, d_out=2),
+         MambaNonselectiveConfig: dict(d_model=4, n_layer=2, d_state=3, d_in=3, d_out=2),
+         MambaNoGateConfig: dict(d_model=4, n_layer=2, d_state=3, d_in=3, d_out=2),
          LinearTFConfig: dict(d_model=4, n_layer=2, n_head=2, d_mlp=5, d_in=3, d_out=2),
          SoftmaxTFConfig: dict(d_model=4, n_layer=2, n_head=2, d_mlp=5, d_in=3, d_out=2)}
 
@@ -26,7 +29,7 @@ def test_every_model_keeps_the_contract(cls):
     h = rng.normal(size=(2, 5, 4))
     h_out, states, caches = backbone.blocks_forward(h, params, cfg, backend="numpy")
     assert h_out.shape == h.shape and len(states) == len(caches) == cfg.n_layer
-    assert all(s is None for s in states) == (cls is not MambaConfig)   # only the Mamba has a recurrent state
+    assert all(s is None for s in states) == (not issubclass(cls, MambaConfig))   # only the Mambas have a state
     block_grads, dh = backbone.blocks_backward(np.ones_like(h), caches, cfg)
     assert dh.shape == h.shape and set(block_grads) == {k for k in params if k.startswith("layers.")}
 

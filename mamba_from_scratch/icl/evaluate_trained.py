@@ -19,12 +19,23 @@ differences between a trained model and each baseline, per prompt on the same pr
 to ``paired.csv``: that is how "below the context-free optimum by more than 5 standard
 errors" is measured.
 
-Writes metrics.csv, paired.csv, table.md, error_vs_N.png, training_curves.png (each
-checkpoint's validation log) and config.json to --out.
+``--freeze-selection`` adds, for every Mamba-family checkpoint, the same model with its
+selection frozen (models/mamba_ablations.FrozenSelection: Δ_t, B_t, C_t replaced by their
+means over each prompt), labelled ``<label>-frozen`` and evaluated on the same prompts, so
+its paired difference to the model is in paired.csv.
+
+Errors relative to the zero predictor on the same prompts, and the N at which each method
+first reaches half of it with a bootstrap interval (icl/sample_complexity.py), go to
+over_zero.csv, half_zero.csv, table.md and error_over_zero_vs_N.png.
+
+Writes metrics.csv, paired.csv, over_zero.csv, half_zero.csv, table.md, error_vs_N.png,
+error_over_zero_vs_N.png, training_curves.png (each checkpoint's validation log) and
+config.json to --out.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 
@@ -35,6 +46,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint
+from ..models.mamba import MambaConfig
+from ..models.mamba_ablations import FrozenSelection
 from ..files import parse_list, write_csv
 from ..rng import EVAL_TEST, stream
 from ..runtime import tune_process
@@ -43,6 +56,7 @@ from ..validate import check_output_dir, check_positive_int
 from .baselines import BASELINES, baseline_predict
 from .metrics import normalized_error, paired_difference
 from .prompts import query_examples
+from .sample_complexity import format_half, half_zero_N, ratio_to_zero
 from .task import SingleIndexTask
 from .train import (TrainConfig, context_free_errors, gap_window, make_task, predict, validation_curve,
                     validation_set)
@@ -61,12 +75,15 @@ def predict_queries(params, cfg, prompts, n, encoding="paired", backend="numba")
     return predict(params, cfg, x, y, encoding, backend)[:, -1].reshape(P, Q)
 
 
-def evaluate_group(models, task, N_grid, n_prompts, n_queries, seed, backend=None, progress=True):
+def evaluate_group(models, task, N_grid, n_prompts, n_queries, seed, backend=None, progress=True,
+                   per_prompt_out=None):
     """Every method at every N on one task's test prompts.
 
     Args:
         models: list of (label, params, cfg, train_config dict).
         task: the SingleIndexTask they were trained on.
+        per_prompt_out: a dict to receive every method's per-prompt errors, keyed (method, N),
+            or None.
     Returns:
         rows (list of dicts for metrics.csv), paired (list of dicts for paired.csv).
     """
@@ -85,7 +102,9 @@ def evaluate_group(models, task, N_grid, n_prompts, n_queries, seed, backend=Non
             per_prompt[method] = normalized_error(baseline_predict(method, task, prompts, n), clean, m2)
             bar.update(1)
         for method in methods:
-            err, se, _ = per_prompt[method]
+            err, se, e = per_prompt[method]
+            if per_prompt_out is not None:
+                per_prompt_out[method, n] = e
             rows.append({"method": method, "link": task.link.name, "d": task.d, "r": task.r, "N": n,
                          "error": err, "stderr": se, "n_prompts": n_prompts, "n_queries": n_queries, "seed": seed})
         for label, *_ in models:
@@ -99,7 +118,8 @@ def evaluate_group(models, task, N_grid, n_prompts, n_queries, seed, backend=Non
     return rows, paired
 
 
-def plot(rows, path):
+def plot(rows, path, ylabel="test error (zero predictor = 1)",
+         title="In-context error vs number of examples N"):
     """One panel per (link, d): error vs N for every method, with error bars."""
     groups = sorted({(r["link"], r["d"]) for r in rows})
     links = sorted({g[0] for g in groups})
@@ -109,8 +129,13 @@ def plot(rows, path):
     style = {"krr_full": ("tab:gray", "s", "KRR on full x"), "krr_intrinsic": ("k", "D", "KRR on hidden coords"),
              "context_free": ("tab:red", None, "context-free optimum"), "zero": ("tab:brown", None, "zero predictor")}
     # distinct colours and line styles: two models that learned the same function overlap exactly
-    model_styles = iter([("tab:blue", "o", "-"), ("tab:orange", "^", ":"), ("tab:green", "v", "-."),
-                         ("tab:purple", "P", "--"), ("tab:cyan", "X", "-")])
+    # (five hand-picked styles, then every other colour x line style, repeating past those)
+    first = [("tab:blue", "o", "-"), ("tab:orange", "^", ":"), ("tab:green", "v", "-."),
+             ("tab:purple", "P", "--"), ("tab:cyan", "X", "-")]
+    more = [(c, m, ls) for ls in ("--", ":", "-.", "-") for c, m in
+            (("tab:blue", "o"), ("tab:orange", "^"), ("tab:green", "v"), ("tab:purple", "P"), ("tab:cyan", "X"),
+             ("tab:olive", "*"), ("tab:pink", "h"))]
+    model_styles = itertools.cycle(first + [s for s in more if s not in first])
     colors = {}
     for i, link in enumerate(links):
         for j, d in enumerate(ds):
@@ -140,13 +165,12 @@ def plot(rows, path):
             ax.set_title(f"{link}, d = {d}, r = {sel[0]['r']}")
             ax.set_xlabel("N (context examples)")
             if j == 0:
-                ax.set_ylabel("test error (zero predictor = 1)")
+                ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     ncol = min(len(labels), 3 * len(ds))                 # a narrow figure gets a legend in two rows
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=ncol)
-    fig.suptitle("In-context error vs number of examples N\n(same test prompts for every method; bars: 2 standard errors)",
-                 fontsize=10)
+    fig.suptitle(f"{title}\n(same test prompts for every method; bars: 2 standard errors)", fontsize=10)
     legend_rows = -(-len(labels) // ncol)
     fig.tight_layout(rect=(0, 0.05 * legend_rows / len(links) + 0.02, 1, 1))
     fig.savefig(path, dpi=110)
@@ -245,6 +269,43 @@ def d_gap_lines(rows):
     return lines
 
 
+def relative_to_zero(per_prompt, rows, n_boot=1000):
+    """Every method's error over the zero predictor's at each N, and the N where it first
+    reaches half of it, from one group's per-prompt errors (evaluate_group's per_prompt_out).
+
+    Args:
+        per_prompt: {(method, N): (P,) errors} of one (link, d) group.
+        rows: that group's metrics rows (for link, d, r and the methods' order).
+    Returns:
+        over (rows with ratio, stderr), half (rows with N_half, kind, lo, hi, frac_reached).
+    """
+    over, half = [], []
+    link, d, r = rows[0]["link"], rows[0]["d"], rows[0]["r"]
+    Ns = sorted({n for _, n in per_prompt if n >= 1})
+    for method in dict.fromkeys(row["method"] for row in rows):
+        if method in ("oracle", "zero"):
+            continue
+        for n in Ns:
+            ratio, se = ratio_to_zero(per_prompt[method, n], per_prompt["zero", n])
+            over.append({"method": method, "link": link, "d": d, "r": r, "N": n, "error": ratio, "stderr": se})
+        h = half_zero_N(Ns, [per_prompt[method, n] for n in Ns], [per_prompt["zero", n] for n in Ns], n_boot)
+        half.append({"method": method, "link": link, "d": d, "N_max": Ns[-1], **h})
+    return over, half
+
+
+def half_zero_lines(half):
+    """Markdown: per (link, d), each method's N at half the zero predictor's error."""
+    lines = []
+    for link, d in sorted({(h["link"], h["d"]) for h in half}):
+        lines += [f"### {link}, d = {d}: N at which the error first reaches half the zero predictor's "
+                  "(interpolated in log N; [16th, 84th] bootstrap percentiles over prompts)", ""]
+        for h in half:
+            if (h["link"], h["d"]) == (link, d):
+                lines.append(f"- {h['method']}: " + format_half(h).replace("max N", str(h["N_max"])))
+        lines.append("")
+    return lines
+
+
 def parse_ints(name, text):
     return [check_positive_int(name, v, minimum=0) for v in parse_list(text, int, name)]
 
@@ -262,6 +323,10 @@ def build_parser():
     p.add_argument("--queries", type=int, default=16, help="queries per prompt, sharing its context")
     p.add_argument("--seed", type=int, default=1000, help="test prompts' seed (training never uses this stream)")
     p.add_argument("--backend", default=None, help="scan backend for Mamba checkpoints (default: as trained)")
+    p.add_argument("--freeze-selection", action="store_true",
+                   help="also evaluate every Mamba-family checkpoint with Δ, B, C frozen at their means over "
+                        "each prompt (label <label>-frozen), paired on the same prompts")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the half-zero N's interval")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -281,6 +346,7 @@ def main(argv=None):
     n_prompts = check_positive_int("--n-prompts", args.n_prompts, minimum=2)
     n_queries = check_positive_int("--queries", args.queries)
     check_positive_int("--seed", args.seed, minimum=0)
+    n_boot = check_positive_int("--n-boot", args.n_boot)
     if args.backend is not None:
         resolve_backend(args.backend)
     tune_process()
@@ -308,28 +374,43 @@ def main(argv=None):
             raise ValueError(f"--N: every requested context length ({args.N}) exceeds the N the models were "
                              f"trained with: {who}; pass values <= {trained}")
     check_output_dir("--out", args.out)
-    rows, paired, sources = [], [], []
+    if args.freeze_selection and not any(isinstance(m[2], MambaConfig) for ms in groups.values() for m in ms):
+        raise ValueError("--freeze-selection: none of the checkpoints is a Mamba (selection exists only there)")
+    rows, paired, sources, over, half = [], [], [], [], []
     for key, members in sorted(groups.items()):
         tc0 = members[0][3]
         task = SingleIndexTask(tc0["d"], tc0["r"], tc0["link"], tau=tc0["tau"], seed=tc0["task_seed"])
         N_grid = grids[key]
         models = [(label, params, cfg, tc) for label, params, cfg, tc, _, _ in members]
+        if args.freeze_selection:
+            models += [(f"{label}-frozen", params, FrozenSelection(cfg), tc) for label, params, cfg, tc in models
+                       if isinstance(cfg, MambaConfig)]
+        per_prompt = {}
         r, p = evaluate_group(models, task, N_grid, n_prompts, n_queries, args.seed, args.backend,
-                              not args.no_progress)
+                              not args.no_progress, per_prompt)
+        o, h = relative_to_zero(per_prompt, r, n_boot)
         rows += r
         paired += p
+        over += o
+        half += h
         sources += [{"label": m[0], "path": m[4], "step": m[5].get("step"), "command": m[5].get("command"),
                      "code_version": m[5].get("code_version"), "n_params": m[5].get("n_params")} for m in members]
     write_csv(os.path.join(args.out, "metrics.csv"), rows)
     write_csv(os.path.join(args.out, "paired.csv"), paired)
+    write_csv(os.path.join(args.out, "over_zero.csv"), over)
+    write_csv(os.path.join(args.out, "half_zero.csv"), half)
+    text = table(rows, paired) + "\n" + "\n".join(half_zero_lines(half))
     with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(table(rows, paired))
+        f.write(text)
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump({"checkpoints": sources, "N": N_req, "n_prompts": n_prompts, "n_queries": n_queries,
-                   "seed": args.seed}, f, indent=1)
+                   "seed": args.seed, "freeze_selection": args.freeze_selection, "n_boot": n_boot}, f, indent=1)
     plot(rows, os.path.join(args.out, "error_vs_N.png"))
+    plot(over, os.path.join(args.out, "error_over_zero_vs_N.png"), ylabel="error / zero predictor's (same prompts)",
+         title="In-context error relative to the zero predictor vs N")
     plot_training_curves([(m[0], m[3], m[5]) for ms in groups.values() for m in ms],
                          os.path.join(args.out, "training_curves.png"))
-    print(table(rows, paired))
-    print(f"wrote {args.out}/metrics.csv, paired.csv, table.md, error_vs_N.png, training_curves.png")
+    print(text)
+    print(f"wrote {args.out}/metrics.csv, paired.csv, over_zero.csv, half_zero.csv, table.md, error_vs_N.png, "
+          "error_over_zero_vs_N.png, training_curves.png")
     return 0

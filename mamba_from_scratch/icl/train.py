@@ -1,4 +1,5 @@
-"""Train a Mamba, a linear-attention or a softmax-attention Transformer on in-context single-index prompts.
+"""Train a Mamba (or an ablated one), a linear-attention or a softmax-attention Transformer on in-context
+single-index prompts.
 
     python -m mamba_from_scratch icl-train --model mamba --link he2 --d 32 --r 8 --N 64 \\
         --steps 20000 --out runs/mamba_he2_d32 [--quick] [--resume]
@@ -50,6 +51,7 @@ from ..checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpo
 from ..models.backbone import init_params, model_backward, model_forward
 from ..models.linear_attention import LinearTFConfig
 from ..models.mamba import MambaConfig
+from ..models.mamba_ablations import MambaNoGateConfig, MambaNonselectiveConfig
 from ..models.softmax_attention import SoftmaxTFConfig
 from ..models.transformer import matched_d_mlp
 from ..optim import AdamW, clip_grad_norm, cosine_lr, nonfinite_report
@@ -63,7 +65,9 @@ from .metrics import paired_difference
 from .prompts import ENCODINGS, decode, encode, scatter_grad, token_dim, training_examples
 from .task import SingleIndexTask
 
-MODELS = ("mamba", "linear-tf", "softmax-tf")  # --model: the Mamba and the two Transformers (build_model)
+# --model: the Mamba, its two ablations (issue 14: selection removed, gate removed) and the
+# two Transformers (build_model)
+MODELS = ("mamba", "mamba-nonselective", "mamba-nogate", "linear-tf", "softmax-tf")
 CHECKPOINT = "ckpt.npz"
 RECENT_NORMS = 50  # the explosion test compares a gradient norm with the median of these
 
@@ -146,17 +150,21 @@ def make_task(tc):
 
 
 def build_model(tc, dtype=np.float32):
-    """The model's config (its type is the model: MambaConfig, LinearTFConfig or
-    SoftmaxTFConfig) and freshly initialised parameters (seeded by tc.seed).
+    """The model's config (its type is the model: MambaConfig, MambaNonselectiveConfig,
+    MambaNoGateConfig, LinearTFConfig or SoftmaxTFConfig) and freshly initialised parameters
+    (seeded by tc.seed).
 
     The Transformers get the Mamba's width and depth and the MLP width that matches the
-    Mamba's parameter count; at one seed both start from the same weights.
+    Mamba's parameter count; at one seed both start from the same weights. The ablated Mambas
+    get the Mamba's sizes and so fewer parameters (what they lose is the ablation).
     """
     d_in = token_dim(tc.d, tc.encoding)
     mcfg = MambaConfig(d_model=tc.d_model, n_layer=tc.n_layer, d_state=tc.d_state, d_in=d_in, d_out=1)
     transformer = dict(d_model=tc.d_model, n_layer=tc.n_layer, n_head=tc.n_head, d_mlp=matched_d_mlp(mcfg),
                        d_in=d_in, d_out=1)
-    cfg = {"mamba": mcfg, "linear-tf": LinearTFConfig(**transformer),
+    ablated = dict(d_model=tc.d_model, n_layer=tc.n_layer, d_state=tc.d_state, d_in=d_in, d_out=1)
+    cfg = {"mamba": mcfg, "mamba-nonselective": MambaNonselectiveConfig(**ablated),
+           "mamba-nogate": MambaNoGateConfig(**ablated), "linear-tf": LinearTFConfig(**transformer),
            "softmax-tf": SoftmaxTFConfig(**transformer)}[tc.model]
     return cfg, init_params(cfg, stream(tc.seed, TRAIN_INIT), dtype)
 

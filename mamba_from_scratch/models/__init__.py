@@ -8,6 +8,9 @@
     transformer.py        the pre-norm attention + MLP block both Transformers share
     linear_attention.py   LinearTFConfig: causal linear attention (Katharopoulos et al. 2020)
     softmax_attention.py  SoftmaxTFConfig: causal softmax attention (GPT-2 style)
+    mixer_variants.py     the mixer with its selection or its gate removed, or its selection frozen
+    mamba_ablations.py    MambaNonselectiveConfig, MambaNoGateConfig (issue 14's ablations) and
+                          FrozenSelection(cfg), a Mamba evaluated with frozen selection
 
 The contract, the same order at every level (layer, mixer, block, model):
     config            a dataclass with ``param_shapes()``, ``to_dict()`` and ``block``
@@ -30,6 +33,7 @@ Tests: tests/test_models_*.py, tests/test_mixer.py.
 """
 from .linear_attention import LinearTFConfig
 from .mamba import MambaConfig
+from .mamba_ablations import MambaNoGateConfig, MambaNonselectiveConfig
 from .softmax_attention import SoftmaxTFConfig
 
-CONFIGS = (MambaConfig, LinearTFConfig, SoftmaxTFConfig)  # every model config, for checkpoint.py
+CONFIGS = (MambaConfig, MambaNonselectiveConfig, MambaNoGateConfig, LinearTFConfig, SoftmaxTFConfig)  # every model config, for checkpoint.py
