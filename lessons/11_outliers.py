@@ -141,7 +141,7 @@ L = data_cfg.l
 # | symbol | code | meaning |
 # |---|---|---|
 # | `d = 30`, `l = 20` | `data_cfg.d`, `data_cfg.l` | input dimension, examples per prompt |
-# | `P` | `prompts.P` | `(b, l + 1, d + 1)` tokens, the query last with label 0 |
+# | `P` | `prompts.tokens` | `(b, l + 1, d + 1)` tokens, the query last with label 0 |
 # | `W_B, W_C`, `w` | `params["W_B"]`, `params["W_C"]`, `params["w"]` | attention weights; the Mamba's gate vector |
 # | `G_i`, `s_i` | `gates(P, w)` | the weight example `i` keeps at the query; its step |
 # | `α` | `p_out` | test outlier probability (training uses `p_a = 0.6` with fair-coin labels) |
@@ -165,9 +165,9 @@ train_tasks, test_tasks = split_tasks(data_cfg, rng)
 demo = sample_prompts(data_cfg, patterns, test_tasks, 4, 0.3, "flipped", rng, test=True)
 params = init_params(ModelConfig(data_cfg.d + 1, "mamba"), rng)
 params["W_B"] += 0.05 * rng.standard_normal(params["W_B"].shape)   # off the diagonal init, to test every entry
-F_closed, _ = model_forward(params, ModelConfig(data_cfg.d + 1, "mamba", method="closed"), demo.P)
-F_scan, _ = model_forward(params, ModelConfig(data_cfg.d + 1, "mamba", method="scan"), demo.P)
-F_loop = np.array([mamba_output_loop(params, P) for P in demo.P])
+F_closed, _ = model_forward(params, ModelConfig(data_cfg.d + 1, "mamba", method="closed"), demo.tokens)
+F_scan, _ = model_forward(params, ModelConfig(data_cfg.d + 1, "mamba", method="scan"), demo.tokens)
+F_loop = np.array([mamba_output_loop(params, P) for P in demo.tokens])
 assert np.allclose(F_loop, F_closed, rtol=1e-10) and np.allclose(F_scan, F_closed, rtol=1e-10)
 print("loop == closed form == selective scan:", np.round(F_closed, 4))
 
@@ -472,7 +472,7 @@ first = runs[0]
 w_trained = first["params"]["mamba"]["w"]
 gp = sample_prompts(data_cfg, first["patterns"], first["test_tasks"], GATE_PROMPTS, 0.3, "flipped",
                     np.random.default_rng(7), test=True)
-G_trained = gate_forward(gp.P, w_trained)[0][:, :-1]                  # (n, l): the examples, not the query
+G_trained = gate_forward(gp.tokens, w_trained)[0][:, :-1]                  # (n, l): the examples, not the query
 prof = {"mean": {name: np.where(mask, G_trained, 0).sum(0) / np.maximum(mask.sum(0), 1)
                  for name, mask in (("clean", ~gp.outlier), ("outlier", gp.outlier))},
         "example": {"G": G_trained[0], "outlier": gp.outlier[0], "same": gp.same[0]}}

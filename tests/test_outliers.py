@@ -89,12 +89,12 @@ def test_prompt_labels_and_corruptions():
     train, _ = split_tasks(cfg, rng)
     for corruption in ("flipped", "targeted", "random"):
         pr = sample_prompts(cfg, patterns, train, 3000, 0.4, corruption, rng)
-        assert pr.P.shape == (3000, cfg.l + 1, cfg.d + 1)
-        assert np.all(pr.P[:, -1, -1] == 0)                       # the query's label slot
+        assert pr.tokens.shape == (3000, cfg.l + 1, cfg.d + 1)
+        assert np.all(pr.tokens[:, -1, -1] == 0)                       # the query's label slot
         # the query never carries an outlier: no component along the outlier directions
-        assert np.allclose(pr.P[:, -1, :cfg.d] @ patterns.v.T, 0, atol=1e-9)
+        assert np.allclose(pr.tokens[:, -1, :cfg.d] @ patterns.v.T, 0, atol=1e-9)
         assert abs(pr.outlier.mean() - 0.4) < 0.01
-        y = pr.P[:, :-1, -1]
+        y = pr.tokens[:, :-1, -1]
         # clean examples with the query's pattern carry the query's label
         clean_same = pr.same & ~pr.outlier
         assert np.all(y[clean_same] == np.broadcast_to(pr.y_query[:, None], y.shape)[clean_same])
@@ -119,7 +119,7 @@ def test_tokens_are_the_data_model(test):
     p = make_patterns(cfg, rng)
     train, _ = split_tasks(cfg, rng)
     pr = sample_prompts(cfg, p, train, 500, 0.5, "random", rng, test=test)
-    x = pr.P[..., :cfg.d]                                          # (b, L, d)
+    x = pr.tokens[..., :cfg.d]                                          # (b, L, d)
     on_mu = x @ p.mu.T / cfg.beta**2                               # (b, L, M1) coefficients
     on_nu = x @ p.nu.T / cfg.beta**2
     on_v = x @ p.v.T / cfg.outlier_norm**2                         # (b, L, V)
@@ -146,7 +146,7 @@ def test_test_directions_are_the_papers_and_can_be_chosen():
     assert np.allclose(TEST_OUTLIER_MIX.sum(axis=1), [0.9, 0.5, 0.3])
     for j in range(3):
         pr = sample_prompts(cfg, p, train, 200, 0.5, "flipped", rng, test=True, directions=[j])
-        on_v = pr.P[:, :-1, :cfg.d] @ p.v.T / cfg.kappa_a_test     # (b, l, V)
+        on_v = pr.tokens[:, :-1, :cfg.d] @ p.v.T / cfg.kappa_a_test     # (b, l, V)
         assert pr.outlier.any()
         assert np.allclose(on_v[pr.outlier], TEST_OUTLIER_MIX[j], atol=1e-9)
 
@@ -166,7 +166,7 @@ def test_outlier_positions_farthest_random_closest():
     # random positions: every position is an outlier with probability k / l
     assert np.abs(r.outlier.mean(axis=0) - k / cfg.l).max() < 4 * np.sqrt(0.35 * 0.65 / 3000)
     # the outlier examples carry an outlier component, the others none
-    on_v = cq.P[:, :-1, :cfg.d] @ p.v.T
+    on_v = cq.tokens[:, :-1, :cfg.d] @ p.v.T
     assert np.all(np.abs(on_v[cq.outlier]).sum(-1) > 0.1) and np.allclose(on_v[~cq.outlier], 0, atol=1e-12)
 
 
@@ -174,7 +174,7 @@ def test_gate_is_a_selective_scan_with_exact_zoh():
     """h_t = (1 - s_t) h_{t-1} + s_t z_t is the S6 scan with A = -1, delta = softplus(w.p)."""
     pr = small_batch()
     params = perturbed_params("mamba")
-    x, w = pr.P, params["w"]
+    x, w = pr.tokens, params["w"]
     G, s = gates(x, w)
     # the closed form against the definition G_i = s_i prod_{j>i} (1 - s_j)
     L = x.shape[1]
@@ -201,7 +201,7 @@ def test_gradients_match_finite_differences(model, method):
     pr = small_batch(seed=2)
     params = perturbed_params(model)
     cfg = ModelConfig(SMALL.d + 1, model, method=method)
-    x = pr.P.copy()
+    x = pr.tokens.copy()
     dF = np.random.default_rng(5).standard_normal(len(x))
     _, cache = model_forward(params, cfg, x)
     grads, dx = model_backward(dF, cache)
@@ -216,8 +216,8 @@ def test_closed_and_scan_backward_agree():
     pr = small_batch(seed=4, b=6)
     params = perturbed_params("mamba", seed=3)
     dF = np.random.default_rng(6).standard_normal(6)
-    g1, dx1 = model_backward(dF, model_forward(params, ModelConfig.of(params, "closed"), pr.P)[1])
-    g2, dx2 = model_backward(dF, model_forward(params, ModelConfig.of(params, "scan"), pr.P)[1])
+    g1, dx1 = model_backward(dF, model_forward(params, ModelConfig.of(params, "closed"), pr.tokens)[1])
+    g2, dx2 = model_backward(dF, model_forward(params, ModelConfig.of(params, "scan"), pr.tokens)[1])
     for key in params:
         assert np.allclose(g1[key], g2[key], rtol=1e-9, atol=1e-12)
     assert np.allclose(dx1, dx2, rtol=1e-9, atol=1e-12)
@@ -307,4 +307,4 @@ def test_bad_inputs_raise():
     with pytest.raises(ValueError, match="method"):
         ModelConfig(SMALL.d + 1, "mamba", method="fft")
     with pytest.raises(ValueError, match="gate vector"):
-        model_forward(perturbed_params("linear"), ModelConfig(SMALL.d + 1, "mamba"), small_batch().P)
+        model_forward(perturbed_params("linear"), ModelConfig(SMALL.d + 1, "mamba"), small_batch().tokens)

@@ -2,12 +2,12 @@
 
     phi(x) = (1, x_1..x_d, (x_i^2 - 1)/sqrt 2 for i = 1..d, x_i x_j for i < j)
 
-Under x ~ N(0, I_d) these D = 1 + d + d + d(d-1)/2 features are orthonormal: E[phi phi^T] = I.
+Under x ~ N(0, I_d) these n_feat = 1 + d + d + d(d-1)/2 features are orthonormal: E[phi phi^T] = I.
 So a linear functional of phi reads off the degree-1 and degree-2 Hermite coefficients of a
 function of x, which is what the one-layer model's statistic sum_j G_j y_j phi(x_j) estimates.
-For d = 32, D = 561.
+For d = 32, n_feat = 561.
 
-Glossary: P prompts, N points per prompt, d inputs, D = feature_dim(d).
+Glossary: P prompts, N points per prompt, d inputs, n_feat = feature_dim(d).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ SQRT2 = math.sqrt(2.0)
 
 
 def feature_dim(d):
-    """D = 1 + 2 d + d (d - 1) / 2."""
+    """n_feat = 1 + 2 d + d (d - 1) / 2."""
     d = check_positive_int("d", d)
     return 1 + 2 * d + d * (d - 1) // 2
 
@@ -32,7 +32,7 @@ def hermite_features(x):
     Args:
         x: (..., d).
     Returns:
-        (..., D) in the order constant, linear, squares, cross products (i < j, row-major).
+        (..., n_feat) in the order constant, linear, squares, cross products (i < j, row-major).
     """
     check_float_array("x", x)
     d = x.shape[-1]
@@ -57,7 +57,7 @@ def weighted_feature_sum(x, w):
     Args:
         x: (P, N, d).  w: (P, N), or (G, P, N) for G weightings of the same points.
     Returns:
-        (P, D), or (G, P, D).
+        (P, n_feat), or (G, P, n_feat).
     """
     check_float_array("x", x, ndim=3)
     P, N, d = x.shape
@@ -73,22 +73,22 @@ def weighted_feature_sum(x, w):
         xw = x[p][:, None, :] * W[:, p, :].T[:, :, None]                   # (N, G, d)
         M[:, p] = (x[p].T @ xw.reshape(N, G * d)).reshape(d, G, d).transpose(1, 0, 2)  # X^T diag(w_g) X
     diag = (np.diagonal(M, axis1=2, axis2=3) - s0[..., None]) / SQRT2  # (G, P, d)
-    out = np.concatenate([s0[..., None], s1, diag, M[:, :, iu, ju]], axis=2)  # (G, P, D)
+    out = np.concatenate([s0[..., None], s1, diag, M[:, :, iu, ju]], axis=2)  # (G, P, n_feat)
     return out[0] if single else out
 
 
 def relevant_features(d, index_set):
-    """Boolean mask (D,) of the features that depend only on the coordinates in index_set
+    """Boolean mask (n_feat,) of the features that depend only on the coordinates in index_set
     (the constant excluded): the support of the ideal gamma."""
-    D = feature_dim(d)
+    n_feat = feature_dim(d)
     inside = np.zeros(d, bool)
     inside[np.asarray(index_set)] = True
     iu, ju = np.triu_indices(d, 1)
     mask = np.concatenate([[False], inside, inside, inside[iu] & inside[ju]])
-    assert mask.size == D
+    assert mask.size == n_feat
     return mask
 
 
 def feature_groups(d):
-    """Integer label (D,) of each feature: 0 constant, 1 linear, 2 square, 3 cross product."""
+    """Integer label (n_feat,) of each feature: 0 constant, 1 linear, 2 square, 3 cross product."""
     return np.concatenate([[0], np.full(d, 1), np.full(d, 2), np.full(d * (d - 1) // 2, 3)])

@@ -2,12 +2,12 @@
 
 Glossary:
     P, N, Q     prompts, context examples per prompt, queries per prompt
-    d, D        input dimension, D = feature_dim(d) = dim phi
-    phi(x)      normalised Hermite features of degree <= 2 (features.py), (D,)
+    d, n_feat   input dimension, number of features n_feat = feature_dim(d) = dim phi
+    phi(x)      normalised Hermite features of degree <= 2 (features.py), (n_feat,)
     s_j         gate of token j: sigmoid(y_j / rho + b),  b = b0 - log N
     G_j         the weight token j keeps at the query (the gated attention score)
-    h           the context statistic sum_j G_j y_j phi(x_j), (P, D): the scan's final state
-    gamma       diagonal of W_B^T W_C restricted to phi (the trainable part), (D,)
+    h           the context statistic sum_j G_j y_j phi(x_j), (P, n_feat): the scan's final state
+    gamma       diagonal of W_B^T W_C restricted to phi (the trainable part), (n_feat,)
     out         Mamba(Z) = h^T (gamma * phi(x_query)), the scalar fed to the MLP, (P, Q)
     a, v, c     the ReLU MLP f = sum_k a_k relu(v_k * out_n + c_k), width W
     shift, scale   fixed normalisation out_n = (out - shift) / scale, estimated on
@@ -80,7 +80,7 @@ def gate_weights(y_context, gate, rho=0.25, b0=0.0):
 
 def product_gate_scan(x_context, y_context, rho=0.25, b0=0.0, c_query=None, backend="numpy",
                       max_bytes=1 << 26):
-    """The product-gated statistic run as a selective scan: one channel, state h in R^D.
+    """The product-gated statistic run as a selective scan: one channel, state h in R^n_feat.
 
     Tokens l = 1..N are the context, token N+1 the query (label 0). Through
     :func:`gates.product_gate_scan_forward` with gate pre-activation v_l = y_l / rho + b and
@@ -93,10 +93,10 @@ def product_gate_scan(x_context, y_context, rho=0.25, b0=0.0, c_query=None, back
 
     Args:
         x_context: (P, N, d).  y_context: (P, N).  rho, b0: the gate.
-        c_query: (P, D) the query's C (e.g. gamma * phi(x_query)), or None (zeros).
+        c_query: (P, n_feat) the query's C (e.g. gamma * phi(x_query)), or None (zeros).
         backend: the scan backend.
     Returns:
-        h: (P, D) final state.  y_query: (P,) the scan's output at the query, <C_{N+1}, h>.
+        h: (P, n_feat) final state.  y_query: (P,) the scan's output at the query, <C_{N+1}, h>.
     """
     check_float_array("x_context", x_context, ndim=3)
     P, N, d = x_context.shape
@@ -114,7 +114,7 @@ def product_gate_scan(x_context, y_context, rho=0.25, b0=0.0, c_query=None, back
         p = sl.stop - sl.start
         y_all = np.concatenate([y_context[sl], np.zeros((p, 1))], axis=1)  # (p, N+1) the query's label is 0
         z = np.zeros((p, N + 1, n_feat))
-        z[:, :N] = y_context[sl, :, None] * hermite_features(x_context[sl])  # (p, N+1, D)
+        z[:, :N] = y_context[sl, :, None] * hermite_features(x_context[sl])  # (p, N+1, n_feat)
         C = np.zeros((p, N + 1, n_feat))
         if c_query is not None:
             C[:, N] = c_query[sl]
@@ -124,7 +124,7 @@ def product_gate_scan(x_context, y_context, rho=0.25, b0=0.0, c_query=None, back
 
 
 def context_statistic(x_context, y_context, gate, rho=0.25, b0=0.0, backend="numpy"):
-    """h = sum_j G_j y_j phi(x_j) for every prompt, (P, D).
+    """h = sum_j G_j y_j phi(x_j) for every prompt, (P, n_feat).
 
     "product" runs the selective scan; the others are a weighted sum (BLAS matrix products).
     """
@@ -136,7 +136,7 @@ def context_statistic(x_context, y_context, gate, rho=0.25, b0=0.0, backend="num
 
 
 def context_statistics(x_context, y_context, gates, rho=0.25, b0=0.0, backend="numpy", product="scan"):
-    """h for several gates on the same prompts: {gate: (P, D)}. The closed-form gates share
+    """h for several gates on the same prompts: {gate: (P, n_feat)}. The closed-form gates share
     one pass over the data (weighted_feature_sum with G weightings).
 
     ``product="scan"`` runs the product gate through the package's selective scan (the exact
@@ -160,7 +160,7 @@ def readout_forward(h, phi_q, gamma):
     """out = h^T (gamma * phi(x_query)) for every query.
 
     Args:
-        h: (P, D) context statistic.  phi_q: (P, Q, D) query features.  gamma: (D,).
+        h: (P, n_feat) context statistic.  phi_q: (P, Q, n_feat) query features.  gamma: (n_feat,).
     Returns:
         out: (P, Q), cache.
     """
@@ -173,10 +173,10 @@ def readout_backward(dout, cache):
 
         dh_p = sum_q dout_pq gamma * phi_q,   dgamma = sum_{p,q} dout_pq h_p * phi_pq
     Returns:
-        dh: (P, D), dgamma: (D,).
+        dh: (P, n_feat), dgamma: (n_feat,).
     """
     h, phi_q, gamma = cache
-    hq = np.einsum("pq,pqd->pd", dout, phi_q)                                # (P, D)
+    hq = np.einsum("pq,pqd->pd", dout, phi_q)                                # (P, n_feat)
     return hq * gamma, np.einsum("pd,pd->d", hq, h)
 
 
@@ -212,7 +212,7 @@ class GatedMamba:
     """A pretrained one-layer model: gate, gamma, normalisation and MLP.
 
     Attributes:
-        gate, rho, b0: the fixed gate.  gamma: (D,).  shift, scale: out_n = (out - shift) / scale.
+        gate, rho, b0: the fixed gate.  gamma: (n_feat,).  shift, scale: out_n = (out - shift) / scale.
         a, v, c: (W,) MLP weights.  backend: scan backend for the product gate.
     """
 

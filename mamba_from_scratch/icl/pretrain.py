@@ -18,7 +18,7 @@ Practical variant (reviewers asked whether the two-stage algorithm matters): gam
 whole MLP (a, v, c) trained jointly by AdamW on the squared loss, gradients by hand.
 
 Glossary: T1, N1 Stage I prompts and their length; T2 Stage II prompts; Q queries per
-prompt; W MLP width; D = dim phi.
+prompt; W MLP width; n_feat = dim phi.
 """
 from __future__ import annotations
 
@@ -74,10 +74,10 @@ def loss_and_grads(h, phi_q, y, gamma, a, v, c, shift, scale):
     """Squared loss 0.5 mean (f - y)^2 and its gradients, model read in reverse.
 
     Args:
-        h: (P, D).  phi_q: (P, Q, D).  y: (P, Q) targets.  gamma: (D,).  a, v, c: (W,).
+        h: (P, n_feat).  phi_q: (P, Q, n_feat).  y: (P, Q) targets.  gamma: (n_feat,).  a, v, c: (W,).
         shift, scale: the fixed normalisation of the MLP input.
     Returns:
-        loss, {"gamma": (D,), "a", "v", "c": (W,)}.
+        loss, {"gamma": (n_feat,), "a", "v", "c": (W,)}.
     """
     out, rcache = readout_forward(h, phi_q, gamma)                   # (P, Q)
     out_n = (out - shift) / scale
@@ -90,8 +90,8 @@ def loss_and_grads(h, phi_q, y, gamma, a, v, c, shift, scale):
     return loss, {"gamma": dgamma, "a": da, "v": dv, "c": dc}
 
 
-def _chunks(P, Q, D, max_floats=1 << 22):
-    step = max(1, max_floats // (Q * D))
+def _chunks(P, Q, n_feat, max_floats=1 << 22):
+    step = max(1, max_floats // (Q * n_feat))
     return [slice(lo, min(P, lo + step)) for lo in range(0, P, step)]
 
 
@@ -102,9 +102,9 @@ def stage1(task, cfg, rng, progress=None, prompts=None, h=None):
         task: SingleIndexTask.  cfg: PretrainConfig.  rng: numpy Generator.
         progress: optional callable(n) advanced per chunk.
         prompts: the T1 Stage I prompts, or None to draw them.
-        h: their context statistic (T1, D) for cfg.gate when already computed, or None.
+        h: their context statistic (T1, n_feat) for cfg.gate when already computed, or None.
     Returns:
-        gamma1: (D,), v: (W,) the MLP's first-layer signs (kept for Stage II),
+        gamma1: (n_feat,), v: (W,) the MLP's first-layer signs (kept for Stage II),
         info: dict with the Stage I loss and how much of gamma1 lies on the hidden subspace.
     """
     if prompts is None:
@@ -113,13 +113,13 @@ def stage1(task, cfg, rng, progress=None, prompts=None, h=None):
     a = np.full(cfg.width, cfg.alpha)
     if h is None:
         h = context_statistic(prompts.x_context, prompts.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
-    D = h.shape[1]
-    gamma0 = np.full(D, cfg.gamma0)
-    chunks = _chunks(len(prompts), cfg.n_queries, D)
+    n_feat = h.shape[1]
+    gamma0 = np.full(n_feat, cfg.gamma0)
+    chunks = _chunks(len(prompts), cfg.n_queries, n_feat)
     # the fixed normalisation of the MLP input at gamma0, from these same prompts
     outs = [readout_forward(h[sl], hermite_features(prompts.x_query[sl]), gamma0)[0] for sl in chunks]
     shift, scale = _standardise(np.concatenate(outs))
-    grad = np.zeros(D)
+    grad = np.zeros(n_feat)
     loss = 0.0
     for sl in chunks:
         phi_q = hermite_features(prompts.x_query[sl])
@@ -177,32 +177,33 @@ def stage1_streamed(task, cfgs, rngs, draw, n_chunks, progress=None):
 
     # pass 1: the normalisation at gamma0 over all prompts (count, mean, M2 per cfg)
     moments = [(0, 0.0, 0.0)] * len(cfgs)
-    D = None
+    n_feat = None
     for i in range(n_chunks):
         prompts = draw(i)
         hs = statistics(prompts)
-        D = hs[0].shape[1]
-        for sl in _chunks(len(prompts), cfgs[0].n_queries, D):
+        n_feat = hs[0].shape[1]
+        for sl in _chunks(len(prompts), cfgs[0].n_queries, n_feat):
             phi_q = hermite_features(prompts.x_query[sl])
             for k, cfg in enumerate(cfgs):
-                out = readout_forward(hs[k][sl], phi_q, np.full(D, cfg.gamma0))[0].ravel()
+                out = readout_forward(hs[k][sl], phi_q, np.full(n_feat, cfg.gamma0))[0].ravel()
                 moments[k] = _merge_moments(moments[k], (out.size, float(out.mean()), float(np.sum((out - out.mean()) ** 2))))
         if progress is not None:
             progress(1)
     norms = [(mean, math.sqrt(m2 / n) if m2 > 0 else 1.0) for n, mean, m2 in moments]
     # pass 2: the gradient at gamma0, a mean over all T1 prompts
     total = 0
-    grads = [np.zeros(D) for _ in cfgs]
+    grads = [np.zeros(n_feat) for _ in cfgs]
     losses = [0.0] * len(cfgs)
     for i in range(n_chunks):
         prompts = draw(i)
         hs = statistics(prompts)
-        for sl in _chunks(len(prompts), cfgs[0].n_queries, D):
+        for sl in _chunks(len(prompts), cfgs[0].n_queries, n_feat):
             phi_q = hermite_features(prompts.x_query[sl])
             n = sl.stop - sl.start
             for k, cfg in enumerate(cfgs):
                 a, v, c = mlps[k]
-                l, g = loss_and_grads(hs[k][sl], phi_q, prompts.y_query[sl], np.full(D, cfg.gamma0), a, v, c, *norms[k])
+                l, g = loss_and_grads(hs[k][sl], phi_q, prompts.y_query[sl], np.full(n_feat, cfg.gamma0), a, v, c,
+                                      *norms[k])
                 grads[k] += n * g["gamma"]   # chunk means, weighted by size; divided by T1 below
                 losses[k] += n * l
             total += n
@@ -210,7 +211,7 @@ def stage1_streamed(task, cfgs, rngs, draw, n_chunks, progress=None):
             progress(1)
     result = []
     for k, cfg in enumerate(cfgs):
-        gamma0 = np.full(D, cfg.gamma0)
+        gamma0 = np.full(n_feat, cfg.gamma0)
         gamma1 = gamma0 - cfg.eta1 * (grads[k] / total + gamma0 / cfg.eta1)
         result.append((gamma1, mlps[k][1], {"stage1_loss": float(losses[k] / total), "stage1_prompts": total,
                                             **gamma_concentration(gamma1, task)}))
@@ -255,7 +256,7 @@ def stage2(task, cfg, gamma, v, N, rng, ridges=RIDGES, prompts=None, h=None):
 
     Args:
         prompts: the T2 Stage II prompts, or None to draw them (several gates can share them).
-        h: their context statistic (T2, D) for cfg.gate when already computed, or None.
+        h: their context statistic (T2, n_feat) for cfg.gate when already computed, or None.
     Returns:
         GatedMamba, with info holding the chosen ridge and its hold-out error.
     """
@@ -298,8 +299,8 @@ def practical(task, cfg, N, rng, steps=300, lr=1e-2, batch=32, progress=None):
     _, v, c = init_mlp(rng, cfg.width)
     probe = task.sample(rng, batch, N, cfg.n_queries)
     h = context_statistic(probe.x_context, probe.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
-    D = h.shape[1]
-    params = {"gamma": np.full(D, cfg.gamma0), "a": rng.standard_normal(cfg.width) / np.sqrt(cfg.width),
+    n_feat = h.shape[1]
+    params = {"gamma": np.full(n_feat, cfg.gamma0), "a": rng.standard_normal(cfg.width) / np.sqrt(cfg.width),
               "v": v, "c": c}
     shift, scale = _standardise(readout_forward(h, hermite_features(probe.x_query), params["gamma"])[0])
     opt = AdamW(params, lr=lr, weight_decay=0.0)

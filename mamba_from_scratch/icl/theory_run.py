@@ -42,6 +42,7 @@ def _rng(args, *tags):
 def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
     """All methods for one (link, d) over the N grid. Returns metric rows and Stage I info."""
     rows, info = [], {}
+    cell = (link_id, task.d, task.r)  # the first tags of every stream of this cell (rng.py)
     base = dict(link=task.link.name, d=task.d, r=task.r, seed=args.seed)
     T1 = stage1_prompts or args.stage1_prompts
     pre = {}
@@ -50,30 +51,30 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
         n_chunks = math.ceil(T1 / C)
 
         def draw(i):
-            return task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_CHUNK, i), min(C, T1 - i * C), args.stage1_N,
+            return task.sample(_rng(args, *cell, R.THEORY_STAGE1_CHUNK, i), min(C, T1 - i * C), args.stage1_N,
                                args.n_queries)
 
         cfgs = [pretrain_config(args, gate) for gate in gates]
         with tqdm(total=2 * n_chunks, desc=f"Stage I {task.link.name} d={task.d} ({T1} prompts, 2 passes)",
                   leave=False, disable=args.no_progress) as sbar:
-            res = stage1_streamed(task, cfgs, [_rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_MLP, gi) for gi in range(len(gates))],
+            res = stage1_streamed(task, cfgs, [_rng(args, *cell, R.THEORY_STAGE1_MLP, gi) for gi in range(len(gates))],
                                   draw, n_chunks, progress=sbar.update)
         for gate, cfg, (gamma, v, inf) in zip(gates, cfgs, res):
             pre[gate] = (cfg, gamma, v)
             info[gate] = inf
         bar.update(len(gates))
     else:
-        s1 = task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_PROMPTS), T1, args.stage1_N, args.n_queries)
+        s1 = task.sample(_rng(args, *cell, R.THEORY_STAGE1_PROMPTS), T1, args.stage1_N, args.n_queries)
         h1 = context_statistics(s1.x_context, s1.y_context, gates, args.rho, args.b0, args.backend)
         for gi, gate in enumerate(gates):
             cfg = pretrain_config(args, gate)
-            gamma, v, inf = stage1(task, cfg, _rng(args, link_id, task.d, task.r, R.THEORY_STAGE1_MLP, gi), prompts=s1, h=h1[gate])
+            gamma, v, inf = stage1(task, cfg, _rng(args, *cell, R.THEORY_STAGE1_MLP, gi), prompts=s1, h=h1[gate])
             pre[gate] = (cfg, gamma, v)
             info[gate] = dict(inf, stage1_prompts=T1)
             bar.update(1)
     for N in args.N:
-        s2 = task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_STAGE2_PROMPTS, N), args.stage2_prompts, N, args.n_queries)
-        test = task.sample(_rng(args, link_id, task.d, task.r, R.THEORY_TEST, N), args.n_prompts, N, args.n_queries)
+        s2 = task.sample(_rng(args, *cell, R.THEORY_STAGE2_PROMPTS, N), args.stage2_prompts, N, args.n_queries)
+        test = task.sample(_rng(args, *cell, R.THEORY_TEST, N), args.n_prompts, N, args.n_queries)
         target, m2 = test.y_query_clean, task.link.second_moment
         _, _, e_zero = normalized_error(np.zeros_like(target), target, m2)
 
@@ -92,7 +93,7 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
         h_test = context_statistics(test.x_context, test.y_context, gates, args.rho, args.b0, args.backend)
         for gi, gate in enumerate(gates):
             cfg, gamma, v = pre[gate]
-            model = stage2(task, cfg, gamma, v, N, _rng(args, link_id, task.d, task.r, R.THEORY_STAGE2_MLP, N, gi), prompts=s2,
+            model = stage2(task, cfg, gamma, v, N, _rng(args, *cell, R.THEORY_STAGE2_MLP, N, gi), prompts=s2,
                            h=h2[gate])
             add("one_layer", gate, model.predict(test, h=h_test[gate]), note=f"ridge={model.info['ridge']:g}")
             bar.update(1)
@@ -158,8 +159,12 @@ def run_ablate_pretraining(args):
     task = SingleIndexTask(d, args.r, link, args.tau, args.seed)
     cfg = pretrain_config(args, "normalized")
     counts = [16, 64, 256, 1024] if args.quick else [16, 64, 256, 1024, 4096]
-    test = task.sample(_rng(args, R.THEORY_ABLATE, R.THEORY_TEST, N), args.n_prompts, N, args.n_queries)
-    s2 = task.sample(_rng(args, R.THEORY_ABLATE, R.THEORY_STAGE2_PROMPTS, N), args.stage2_prompts, N, args.n_queries)
+
+    def ablate_rng(*tags):  # the ablation's own family of streams, [seed, THEORY_ABLATE, ...]
+        return _rng(args, R.THEORY_ABLATE, *tags)
+
+    test = task.sample(ablate_rng(R.THEORY_TEST, N), args.n_prompts, N, args.n_queries)
+    s2 = task.sample(ablate_rng(R.THEORY_STAGE2_PROMPTS, N), args.stage2_prompts, N, args.n_queries)
     h_test = context_statistic(test.x_context, test.y_context, cfg.gate, cfg.rho, cfg.b0, cfg.backend)
     target, m2 = test.y_query_clean, task.link.second_moment
     rows = []
@@ -180,15 +185,18 @@ def run_ablate_pretraining(args):
     with tqdm(total=len(counts) * 3 + 2, desc="ablate pretraining", disable=args.no_progress) as bar:
         for T1 in counts:
             for rep in range(3):  # Stage I is one noisy gradient: average over 3 draws
-                gamma, v, info = stage1(task, replace(cfg, stage1_prompts=T1), _rng(args, R.THEORY_ABLATE, R.THEORY_STAGE1_PROMPTS, T1, rep))
-                model = stage2(task, cfg, gamma, v, N, _rng(args, R.THEORY_ABLATE, R.THEORY_STAGE2_MLP, T1, rep), prompts=s2)
+                gamma, v, info = stage1(task, replace(cfg, stage1_prompts=T1),
+                                        ablate_rng(R.THEORY_STAGE1_PROMPTS, T1, rep))
+                model = stage2(task, cfg, gamma, v, N, ablate_rng(R.THEORY_STAGE2_MLP, T1, rep), prompts=s2)
                 add("stage1", T1, model, f"rep={rep};mass={info['gamma_mass_on_subspace']:.3f}")
                 bar.update(1)
-        v = _rng(args, R.THEORY_ABLATE, R.THEORY_ABLATE_INDICATOR_V).choice([-1.0, 1.0], size=cfg.width)
-        add("subspace_indicator_gamma", 0, stage2(task, cfg, ideal_gamma(task), v, N, _rng(args, R.THEORY_ABLATE, R.THEORY_ABLATE_INDICATOR_STAGE2), prompts=s2))
+        v = ablate_rng(R.THEORY_ABLATE_INDICATOR_V).choice([-1.0, 1.0], size=cfg.width)
+        indicator = stage2(task, cfg, ideal_gamma(task), v, N, ablate_rng(R.THEORY_ABLATE_INDICATOR_STAGE2),
+                           prompts=s2)
+        add("subspace_indicator_gamma", 0, indicator)
         bar.update(1)
         steps = 100 if args.quick else 300
-        model = practical(task, cfg, N=N, rng=_rng(args, R.THEORY_ABLATE, R.THEORY_ABLATE_PRACTICAL), steps=steps, lr=1e-2, batch=32)
+        model = practical(task, cfg, N=N, rng=ablate_rng(R.THEORY_ABLATE_PRACTICAL), steps=steps, lr=1e-2, batch=32)
         add("practical_adamw", steps * 32, model, f"AdamW on gamma and MLP, {steps} steps x 32 prompts, "
             f"final train loss {np.mean(model.info['losses'][-20:]):.3f}")
         bar.update(1)
@@ -272,7 +280,8 @@ def run_product_gate_sweep(args):
             for d in args.d:
                 task = SingleIndexTask(d, args.r, link, args.tau, args.seed)
                 key = (li, d, args.r)
-                s1 = task.sample(_rng(args, *key, R.THEORY_STAGE1_PROMPTS), args.stage1_prompts, args.stage1_N, args.n_queries)
+                s1 = task.sample(_rng(args, *key, R.THEORY_STAGE1_PROMPTS), args.stage1_prompts, args.stage1_N,
+                                 args.n_queries)
                 cells = {N: sweep_prompts(args, task, li, N) for N in args.N}
                 zero_val = {N: normalized_error(np.zeros_like(c[1].y_query_clean), c[1].y_query_clean,
                                                 task.link.second_moment)[2] for N, c in cells.items()}
@@ -282,9 +291,11 @@ def run_product_gate_sweep(args):
                         return context_statistics(pr.x_context, pr.y_context, [gate], rho, b0, args.backend,
                                                   product="closed")[gate]
                     cfg = replace(pretrain_config(args, gate), rho=rho, b0=b0)
-                    gamma, v, inf = stage1(task, cfg, _rng(args, *key, R.THEORY_STAGE1_MLP, GATE_KEY[gate]), prompts=s1, h=stat(s1))
+                    gamma, v, inf = stage1(task, cfg, _rng(args, *key, R.THEORY_STAGE1_MLP, GATE_KEY[gate]), prompts=s1,
+                                           h=stat(s1))
                     for N, (s2, val, _) in cells.items():
-                        model = stage2(task, cfg, gamma, v, N, _rng(args, *key, R.THEORY_STAGE2_MLP, N, GATE_KEY[gate]), prompts=s2,
+                        rng2 = _rng(args, *key, R.THEORY_STAGE2_MLP, N, GATE_KEY[gate])
+                        model = stage2(task, cfg, gamma, v, N, rng2, prompts=s2,
                                        h=stat(s2))
                         models[(gate, rho, b0, N)] = model
                         cell = dict(split="validation", role="grid", gate=gate, rho=rho, b0=b0, link=link.name, d=d,

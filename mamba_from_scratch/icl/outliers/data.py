@@ -112,7 +112,7 @@ class Patterns:
 class Prompts:
     """A batch of prompts and what the evaluation needs to know about them."""
 
-    P: np.ndarray        # (b, L, d+1) tokens p_i = (x_i, y_i); the query's label slot is 0
+    tokens: np.ndarray   # (b, L, d+1) tokens p_i = (x_i, y_i); the query's label slot is 0
     y_query: np.ndarray  # (b,) true label of the query, +1 / -1
     outlier: np.ndarray  # (b, l) True where the example carries an outlier
     same: np.ndarray     # (b, l) True where the example holds the query's pattern
@@ -210,7 +210,7 @@ def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: in
             p_out. "fq" / "r" / "cq": exactly round(p_out l) examples carry one, the first
             (farthest from the query), a uniformly random subset, or the last (closest).
     Returns:
-        Prompts with P: (b, l+1, d+1).
+        Prompts with tokens: (b, l+1, d+1).
     """
     b = check_positive_int("b", b)
     check_choice("corruption", corruption, CORRUPTIONS)
@@ -263,6 +263,6 @@ def sample_prompts(cfg: DataConfig, patterns: Patterns, tasks: np.ndarray, b: in
     mix, kappa_a = (TEST_OUTLIER_MIX, cfg.kappa_a_test) if test else (np.eye(cfg.V), cfg.kappa_a)
     coef[:, :l, M1 + M2:n] = (kappa_a * outlier)[..., None] * mix[s]  # (b, l, V)
     coef[:, :l, n] = y_obs                                          # the query's label slot stays 0
-    P = (coef.reshape(b * L, n + 1) @ patterns.token_basis()).reshape(b, L, cfg.d + 1)
+    tokens = (coef.reshape(b * L, n + 1) @ patterns.token_basis()).reshape(b, L, cfg.d + 1)
     same = pat[:, :l] == pat[:, l:]                                 # (b, l)
-    return Prompts(P, y[:, l].copy(), outlier, same, task_idx)
+    return Prompts(tokens, y[:, l].copy(), outlier, same, task_idx)

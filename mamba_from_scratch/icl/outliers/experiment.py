@@ -115,7 +115,7 @@ def run_seed(seed: int, data_cfg: DataConfig, train_cfg: TrainConfig, n_test: in
             prompts = sample_prompts(cfg, patterns, test_tasks, n_test, float(alpha), corruption,
                                      rng["test"], test=True, **where)
             for k in keys:
-                F, _ = model_forward(models[k], ModelConfig.of(models[k]), prompts.P)
+                F, _ = model_forward(models[k], ModelConfig.of(models[k]), prompts.tokens)
                 rows[k].append(subset_errors(error_rate(F, prompts.y_query), seen[prompts.task]))
         return {k: np.array(v).T for k, v in rows.items()}          # (3, len(ALPHAS)) each
 
@@ -143,7 +143,7 @@ def gate_profile(params, data_cfg, patterns, test_tasks, rng, n=2000, alpha=0.3)
     """Gate weights of the trained Mamba at alpha: one example prompt, and over n prompts the
     mean weight of clean and of outlier examples by position."""
     prompts = sample_prompts(data_cfg, patterns, test_tasks, n, alpha, "flipped", rng, test=True)
-    G, _ = gates(prompts.P, params["w"])                            # (n, L)
+    G, _ = gates(prompts.tokens, params["w"])                            # (n, L)
     G = G[:, :-1]                                                   # (n, l) examples only
     mean = {}
     for name, mask in (("clean", ~prompts.outlier), ("outlier", prompts.outlier)):
@@ -198,15 +198,15 @@ def tune(args, data_cfg: DataConfig, base: TrainConfig) -> dict:
             cfg = replace(base, schedule=schedule, batch=batch, steps=steps,
                           eval_every=min(checkpoints) if schedule == "constant" else steps)
             models = {lr: {k: v.copy() for k, v in init.items()} for lr in lrs}
-            hist = train(models, {lr: lr for lr in lrs}, data_cfg, patterns, fit_tasks, cfg,
-                         np.random.default_rng(rng["train"].integers(2**63)), val,
-                         desc=f"tune seed {seed} {schedule} batch {batch}")
-            for lr, h in hist.items():
-                for i, step in enumerate(h["step"]):
+            histories = train(models, {lr: lr for lr in lrs}, data_cfg, patterns, fit_tasks, cfg,
+                              np.random.default_rng(rng["train"].integers(2**63)), val,
+                              desc=f"tune seed {seed} {schedule} batch {batch}")
+            for lr, hist in histories.items():
+                for i, step in enumerate(hist["step"]):
                     if step in checkpoints or step == steps:
                         key = (schedule, batch, step, lr)
                         scores.setdefault(key, []).append(
-                            [h.get(f"error_{e}", [np.nan] * (i + 1))[i] for e in VAL_SETS])
+                            [hist.get(f"error_{e}", [np.nan] * (i + 1))[i] for e in VAL_SETS])
     rows = []
     for (schedule, batch, steps, lr), per_seed in sorted(scores.items()):
         a = np.array(per_seed)                                      # (seeds, len(VAL_SETS))

@@ -54,7 +54,7 @@ def error_rate(F: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def evaluate(params: dict, prompts: Prompts, method: str = "closed") -> float:
     """Mean classification error of the model on a batch of prompts."""
-    F, _ = model_forward(params, ModelConfig.of(params, method), prompts.P)
+    F, _ = model_forward(params, ModelConfig.of(params, method), prompts.tokens)
     return float(error_rate(F, prompts.y_query).mean())
 
 
@@ -89,7 +89,7 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
                                cfg.corruption, rng)
         scale = 1.0 if cfg.schedule == "constant" else cosine_lr(step - 1, cfg.steps, 1.0)
         for name, params in models.items():
-            F, cache = model_forward(params, model_cfgs[name], batch.P)
+            F, cache = model_forward(params, model_cfgs[name], batch.tokens)
             loss, hcache = hinge_forward(F, batch.y_query)
             grads = model_backward(hinge_backward(1.0, hcache), cache)[0] if np.isfinite(loss) else None
             bad = nonfinite_report(float(loss), grads)
@@ -103,12 +103,12 @@ def train(models: dict, lrs: dict, data_cfg: DataConfig, patterns: Patterns,
             window[name].append(loss)
         if step % cfg.eval_every == 0 or step == cfg.steps:
             for name, params in models.items():
-                h = history[name]
-                h["step"].append(step)
-                h["loss"].append(float(np.mean(window[name])))
+                hist = history[name]
+                hist["step"].append(step)
+                hist["loss"].append(float(np.mean(window[name])))
                 window[name] = []
                 for e, prompts in eval_sets.items():
-                    h[f"error_{e}"].append(evaluate(params, prompts, cfg.method))
+                    hist[f"error_{e}"].append(evaluate(params, prompts, cfg.method))
         bar.update()
     bar.close()
     return history
