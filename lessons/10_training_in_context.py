@@ -51,13 +51,15 @@ import numpy as np
 
 import mamba_from_scratch
 from mamba_from_scratch.checkpoint import load_checkpoint
-from mamba_from_scratch.icl.evaluate_trained import baseline_predict, predict_queries
+from mamba_from_scratch.icl.baselines import baseline_predict
+from mamba_from_scratch.icl.evaluate_trained import predict_queries
 from mamba_from_scratch.icl.metrics import normalized_error, paired_difference
 from mamba_from_scratch.icl.prompts import encode
 from mamba_from_scratch.icl.train import (FULL, QUICK, TrainConfig, build_model, context_free_errors, gap_window,
                                           link_blend, loss_and_grads, make_task, model_backward, model_forward,
                                           schedule, train, validation_curve, validation_set)
 from mamba_from_scratch.optim import AdamW, default_no_decay
+from mamba_from_scratch.rng import EVAL_TEST, stream
 from mamba_from_scratch.runtime import tune_process
 
 plt.rcParams.update({"figure.dpi": 72, "axes.grid": True, "grid.alpha": 0.3})
@@ -609,7 +611,7 @@ def evaluate(link, d, group):
     """Per-prompt errors {(method, n): (P,)} of every model and baseline on one task's test
     prompts, each query predicted from the first n context examples, for every n in NS."""
     task = make_task(next(iter(group.values()))[3])
-    prompts = task.sample(np.random.default_rng([SEED, 4, d]), TEST_PROMPTS, max(NS), TEST_QUERIES)
+    prompts = task.sample(stream(SEED, EVAL_TEST, d), TEST_PROMPTS, max(NS), TEST_QUERIES)
     clean, m2 = prompts.y_query_clean, task.link.second_moment
     per_prompt = {}
     for n in NS:

@@ -1,4 +1,5 @@
 """phi(x): the normalised Hermite features of degree <= 2 (SPEC section 3).
+Tested in tests/test_icl_gated.py.
 
     phi(x) = (1, x_1..x_d, (x_i^2 - 1)/sqrt 2 for i = 1..d, x_i x_j for i < j)
 

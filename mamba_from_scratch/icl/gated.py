@@ -1,4 +1,5 @@
 """Paper 1's one-layer gated Mamba, in our construction of it (SPEC section 3).
+Tested in tests/test_icl_gated.py.
 
 Glossary:
     P, N, Q     prompts, context examples per prompt, queries per prompt

@@ -1,4 +1,5 @@
 """Kernel ridge regression on one prompt's context alone: the baseline with no pretraining.
+Tested in tests/test_icl_krr_metrics.py.
 
 For each prompt, fit f(x) = sum_i alpha_i k(x_i, x) on its N context pairs,
     alpha = (K + lam I)^{-1} y,   K_ij = k(x_i, x_j),

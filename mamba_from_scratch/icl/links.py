@@ -1,4 +1,5 @@
 """Link functions ``g`` of the single-index task, written in the normalised Hermite basis.
+Tested in tests/test_icl_links_task.py.
 
 Glossary:
     z        the index <beta, x>, a standard Gaussian for x ~ N(0, I_d) and |beta| = 1

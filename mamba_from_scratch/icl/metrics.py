@@ -1,4 +1,5 @@
 """The test error, normalised so the zero predictor scores about 1, with standard errors.
+Tested in tests/test_icl_krr_metrics.py.
 
     error = mean over prompts p of  e_p,   e_p = mean_q (pred_pq - target_pq)^2 / E[g^2]
 

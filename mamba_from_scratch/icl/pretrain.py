@@ -1,4 +1,5 @@
 """Pretraining the one-layer model: two-stage (Stage I + Stage II) and the "practical" variant.
+Tested in tests/test_icl_gated.py.
 
 Two-stage pretraining, Algorithm 1 of Nishikawa et al. (ICML 2025), which paper 1 follows:
     Stage I   one gradient step on gamma from gamma0 on the squared loss over T1 prompts of

@@ -2,6 +2,7 @@
 prompt of examples (x_1, y_1), ..., (x_T, y_T) predicts every y_t from the t - 1 examples
 before it (Garg et al. 2022): a prompt of N context examples plus a query trains on N + 1
 predictions at once, one per prefix length 0..N.
+Tested in tests/test_icl_train.py.
 
 Glossary:
     P        prompts in a batch        T   examples per prompt (context and query, in order)

@@ -1,4 +1,5 @@
 """The Gaussian single-index in-context regression task (SPEC section 2).
+Tested in tests/test_icl_links_task.py.
 
 Glossary:
     d        ambient dimension of the inputs x

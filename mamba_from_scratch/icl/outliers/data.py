@@ -1,4 +1,5 @@
 """Paper 3's data model: binary in-context classification with additive outliers.
+Tested in tests/test_outliers.py.
 
 Li et al. 2025, "Can Mamba Learn In Context with Outliers?" (arXiv 2510.00399), Sec. 2.
 

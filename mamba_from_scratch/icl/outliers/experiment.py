@@ -22,6 +22,7 @@ fig_tune.png.
 
 Writes into --out: metrics.csv, table.md, results.json and the figures
 fig_error_vs_alpha.png, fig_training.png, fig_gates.png, fig_sensitivity.png.
+Tested in tests/test_outliers_cli.py.
 """
 from __future__ import annotations
 

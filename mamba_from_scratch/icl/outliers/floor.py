@@ -1,4 +1,5 @@
 """The exact error floor of a same-pattern vote on test prompts with outliers.
+Tested in tests/test_outliers.py.
 
 Sampling design of a test prompt (data.py): each of the l examples independently holds
 the query's pattern with probability 1/2 (its class is a fair coin) and carries an outlier

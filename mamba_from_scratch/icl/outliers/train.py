@@ -1,4 +1,5 @@
 """Plain SGD on the hinge loss for paper 3's two models, and their test error.
+Tested in tests/test_outliers.py.
 
 Each step draws a fresh batch of training prompts (training tasks, training outlier
 directions, outlier probability p_a), runs every model being trained forward on that same
