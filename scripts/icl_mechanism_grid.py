@@ -6,8 +6,9 @@
 Every run is ``icl-train --full --N 64`` with one (model, link, d, seed), trained in
 runs/icl_mechanism/<name>/ on one thread (NUMBA_NUM_THREADS=1, OMP_WAIT_POLICY=PASSIVE), where
 <name> = icl_{model}_{link}_d{d}_N{N}_s{seed}. For each run, in the grid's priority order
-(He3 before He2, seed 0 before 1 before 2, then d, then model), the driver does the first of
-these that is still missing:
+(every He3 run before any He2 run, as the issue keeps 3 seeds for He3 first; within a link
+seed 0 before 1 before 2, then d, then model: the ablations and the Mamba before the
+Transformers), the driver does the first of these that is still missing:
   1. train: start it, or ``--resume`` it from its last checkpoint (bit-identical);
   2. final checkpoint: docs/checkpoints/<name>.npz, the parameters, config and logs without
      the optimizer state (about a third of the size);
@@ -50,7 +51,7 @@ def run_name(model, link, d, N, seed):
 def grid(args):
     """(model, link, d, seed) in priority order, filtered by the options."""
     keep = lambda values, opt: [v for v in values if opt is None or str(v) in opt.split(",")]
-    return [(m, link, d, s) for s, link, d, m in itertools.product(keep(SEEDS, args.seeds), keep(LINKS, args.links),
+    return [(m, link, d, s) for link, s, d, m in itertools.product(keep(LINKS, args.links), keep(SEEDS, args.seeds),
                                                                     keep(DS, args.ds), keep(MODELS, args.models))]
 
 

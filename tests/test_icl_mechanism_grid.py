@@ -57,9 +57,10 @@ def test_grid_driver_resumes_finalises_evaluates_and_skips(tmp_path, capsys):
     assert f"| `{name}` | evaluated |" in capsys.readouterr().out
 
 
-def test_grid_order_puts_he3_and_seed_0_first():
+def test_grid_order_puts_every_he3_run_first_then_seeds_in_order():
     grid = load_driver()
     runs = grid.grid(grid.build_parser().parse_args([]))
-    assert len(runs) == 5 * 2 * 2 * 3
+    assert len(runs) == len(set(runs)) == 5 * 2 * 2 * 3
     assert runs[0] == ("mamba-nonselective", "he3", 16, 0)
-    assert [r[1] for r in runs[:10]] == ["he3"] * 10 and {r[3] for r in runs[:20]} == {0}
+    assert {r[1] for r in runs[:30]} == {"he3"} and [r[3] for r in runs[:30]] == sorted(r[3] for r in runs[:30])
+    assert runs[-1] == ("linear-tf", "he2", 32, 2)
