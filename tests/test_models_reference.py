@@ -1,4 +1,4 @@
-"""Bit-identity across refactors: every committed checkpoint, the softmax Transformer, the
+"""Unchanged across refactors (to ulp noise, see RTOL): every committed checkpoint, the softmax Transformer, the
 language model and three icl-train steps per model give exactly the arrays frozen in
 tests/data/model_reference.npz (written by tests/data/make_model_reference.py from the code
 before the models/ refactor of issue 19)."""
@@ -17,7 +17,9 @@ from mamba_from_scratch.lm.model import MambaLMConfig, init_lm_params, lm_backwa
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = np.load(os.path.join(ROOT, "tests", "data", "model_reference.npz"))
-CHECKPOINTS = sorted(glob.glob(os.path.join(ROOT, "docs", "checkpoints", "*.npz")))
+CHECKPOINTS = sorted(p for p in glob.glob(os.path.join(ROOT, "docs", "checkpoints", "*.npz"))
+                     if any(k.startswith(os.path.basename(p)[:-4] + "/") for k in REF.files))  # the 9 frozen ones
+assert len(CHECKPOINTS) == 9, CHECKPOINTS
 
 
 def fixed_input(cfg, seed=0, b=3, l=9):
@@ -25,17 +27,33 @@ def fixed_input(cfg, seed=0, b=3, l=9):
     return rng.normal(size=(b, l, cfg.d_in)).astype(np.float32), rng.normal(size=(b, l, cfg.d_out)).astype(np.float32)
 
 
-def same(key, got):
+# How close "unchanged" must be, relative to the array's scale (its largest |entry|). Bit
+# identity held when the refactor landed (commit 0150cf4, both sides loading the scan from the
+# Numba cache); but the compiled scan's float bits differ by a few ulp between a kernel compiled
+# in the running process and the same kernel loaded from the cache, and between CPUs
+# (docs/reliability.md), and CI starts from a cold cache on whatever machine it gets. Measured
+# on a cold cache: at most 5.2e-6 of the scale (icl_mamba_he2_d32's gradients), the training
+# steps 6e-8. A change of behaviour (a wrong sign, scale or index) moves an array by O(1) of
+# its scale; the three training steps get more room because AdamW's m / sqrt(v) can turn ulp
+# noise in a near-zero gradient into a step of up to lr.
+RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
+RTOL_TRAIN = 1e-3
+
+
+def same(key, got, rtol=None):
     want = REF[key]
     assert got.dtype == want.dtype and got.shape == want.shape, key
-    assert np.array_equal(got, want), f"{key}: max |diff| {np.abs(got.astype(np.float64) - want).max():.3g}"
+    rtol = RTOL[want.dtype] if rtol is None else rtol
+    err = np.abs(got.astype(np.float64) - want).max(initial=0.0)
+    scale = np.abs(want.astype(np.float64)).max(initial=0.0)
+    assert err <= rtol * max(scale, 1e-30), f"{key}: max |diff| {err:.3g}, scale {scale:.3g}, rtol {rtol:g}"
 
 
-def expect_grads(prefix, grads):
+def expect_grads(prefix, grads, rtol=None):
     keys = {k[len(prefix):] for k in REF.files if k.startswith(prefix)}
     assert set(grads) == keys
     for k, g in grads.items():
-        same(prefix + k, g)
+        same(prefix + k, g, rtol)
 
 
 @pytest.mark.parametrize("path", CHECKPOINTS, ids=lambda p: os.path.basename(p)[:-4])
@@ -81,5 +99,5 @@ def test_three_training_steps_are_unchanged(model):
                                   "eval_every": 100, "ckpt_every": 100, "n_val": 4})
     with tempfile.TemporaryDirectory() as tmp:
         result = icl_train.train(tc, tmp, progress=False)
-    same(f"train/{model}/log", np.asarray(result["log"] or [[0, 0, 0]], np.float64))
-    expect_grads(f"train/{model}/params/", result["params"])
+    same(f"train/{model}/log", np.asarray(result["log"] or [[0, 0, 0]], np.float64), RTOL_TRAIN)
+    expect_grads(f"train/{model}/params/", result["params"], RTOL_TRAIN)
