@@ -1,5 +1,5 @@
 """Unchanged across refactors (to ulp noise, see RTOL): every committed checkpoint, the softmax Transformer, the
-language model and three icl-train steps per model give exactly the arrays frozen in
+language model and three icl-train steps per model give the arrays frozen in
 tests/data/model_reference.npz (written by tests/data/make_model_reference.py from the code
 before the models/ refactor of issue 19)."""
 import glob
