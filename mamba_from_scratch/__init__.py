@@ -2,3 +2,4 @@
 from .scan import selective_scan_backward, selective_scan_forward
 
 __version__ = "0.1.0"
+__all__ = ["selective_scan_forward", "selective_scan_backward", "__version__"]

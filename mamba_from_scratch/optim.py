@@ -10,8 +10,14 @@ import math
 
 import numpy as np
 
-from .validate import (FLOAT_DTYPES, check_float_array, check_number, check_positive_float, check_positive_int,
-                       nonfinite_keys)
+from .validate import (
+    FLOAT_DTYPES,
+    check_float_array,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    nonfinite_keys,
+)
 
 
 class TrainingDiverged(RuntimeError):

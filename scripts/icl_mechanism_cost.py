@@ -20,8 +20,16 @@ import time
 
 import numpy as np
 
-from mamba_from_scratch.icl.train import FULL, TrainConfig, build_model, loss_and_grads, make_task, sample_batch, \
-    validate, validation_set
+from mamba_from_scratch.icl.train import (
+    FULL,
+    TrainConfig,
+    build_model,
+    loss_and_grads,
+    make_task,
+    sample_batch,
+    validate,
+    validation_set,
+)
 from mamba_from_scratch.optim import AdamW, clip_grad_norm
 from mamba_from_scratch.params import count_params
 from mamba_from_scratch.runtime import tune_process

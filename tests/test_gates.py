@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.icl.gates import (normalized_gate, product_gate, product_gate_scan_backward,
-                                          product_gate_scan_forward)
+from mamba_from_scratch.icl.gates import (
+    normalized_gate,
+    product_gate,
+    product_gate_scan_backward,
+    product_gate_scan_forward,
+)
 from mamba_from_scratch.layers import sigmoid
 
 

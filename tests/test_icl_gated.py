@@ -4,12 +4,20 @@ import numpy as np
 import pytest
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.icl.features import hermite_features, weighted_feature_sum
-from mamba_from_scratch.icl.gated import (context_statistic, context_statistics, gate_weights, product_gate_scan,
-                                          readout_backward, readout_forward, scalar_mlp_backward, scalar_mlp_forward)
-from mamba_from_scratch.layers import sigmoid
+from mamba_from_scratch.icl.features import hermite_features
+from mamba_from_scratch.icl.gated import (
+    context_statistic,
+    context_statistics,
+    gate_weights,
+    product_gate_scan,
+    readout_backward,
+    readout_forward,
+    scalar_mlp_backward,
+    scalar_mlp_forward,
+)
 from mamba_from_scratch.icl.pretrain import PretrainConfig, loss_and_grads, practical, stage1, stage2
 from mamba_from_scratch.icl.task import SingleIndexTask
+from mamba_from_scratch.layers import sigmoid
 
 
 def _data(P=3, N=9, d=4, seed=0):

@@ -4,8 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from mamba_from_scratch.icl.features import (feature_dim, hermite_features, relevant_features,
-                                             weighted_feature_sum)
+from mamba_from_scratch.icl.features import feature_dim, hermite_features, relevant_features, weighted_feature_sum
 from mamba_from_scratch.icl.links import Link, hermite_he, make_link
 from mamba_from_scratch.icl.task import SingleIndexTask
 

@@ -87,6 +87,7 @@ def test_relative_to_zero_ratio_and_its_se_bound():
     """The ratio is mean(e) / mean(z) on the row's prompts, recovered from the CSV columns,
     and its reported s.e. bounds the delta-method s.e. sd(e - R z) / (sqrt(n) mean(z))."""
     import numpy as np
+
     from mamba_from_scratch.icl.metrics import paired_difference
     from mamba_from_scratch.icl.theory_report import relative_to_zero
 
@@ -103,6 +104,7 @@ def test_relative_to_zero_ratio_and_its_se_bound():
 
 def test_replot_redraws_from_csvs_without_running(quick_run, tmp_path):
     import shutil
+
     from mamba_from_scratch.icl.theory_report import COLUMNS, write_csv
 
     out, _ = quick_run
@@ -172,6 +174,7 @@ def test_sweep_validation_prompts_are_not_the_test_prompts():
     import argparse
 
     import numpy as np
+
     from mamba_from_scratch.icl.task import SingleIndexTask
     from mamba_from_scratch.icl.theory_run import _rng, select_on_validation, sweep_prompts
 

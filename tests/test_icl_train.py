@@ -7,8 +7,15 @@ import pytest
 
 from mamba_from_scratch.checkpoint import load_checkpoint
 from mamba_from_scratch.icl import evaluate_trained, train
-from mamba_from_scratch.icl.prompts import (decode, encode, prediction_positions, query_examples, scatter_grad,
-                                            token_dim, training_examples)
+from mamba_from_scratch.icl.prompts import (
+    decode,
+    encode,
+    prediction_positions,
+    query_examples,
+    scatter_grad,
+    token_dim,
+    training_examples,
+)
 from mamba_from_scratch.icl.task import SingleIndexTask
 from mamba_from_scratch.rng import TRAIN_BATCH, stream
 
@@ -124,7 +131,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
     monkeypatch.setattr(train, "loss_and_grads", poisoned)
     out = tmp_path / "run"
-    assert train.main([f"--out={out}", "--no-progress", *[f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]]) == 1
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    assert train.main([f"--out={out}", "--no-progress", *flags]) == 1
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["status"] == "diverged" and "not finite" in summary["message"] and summary["step"] == 6
     params, _, extra, _ = load_checkpoint(out / "ckpt.npz")

@@ -3,9 +3,20 @@ import numpy as np
 import pytest
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward,
-                                       rmsnorm_backward, rmsnorm_forward, sigmoid, silu_backward, silu_forward,
-                                       softplus_backward, softplus_forward, softplus_inverse)
+from mamba_from_scratch.layers import (
+    conv1d_backward,
+    conv1d_forward,
+    linear_backward,
+    linear_forward,
+    rmsnorm_backward,
+    rmsnorm_forward,
+    sigmoid,
+    silu_backward,
+    silu_forward,
+    softplus_backward,
+    softplus_forward,
+    softplus_inverse,
+)
 
 TOL = 1e-6
 

@@ -39,7 +39,8 @@ def test_there_are_lessons():
 @pytest.mark.parametrize("py_path", SOURCES, ids=IDS)
 def test_pair_in_sync(py_path):
     ok, reason = notebooks.pair_in_sync(py_path)
-    assert ok, f"{py_path.name}: {reason} -- run `python lessons/_tools/notebooks.py build {notebooks.lesson_number(py_path.stem)}`"
+    build = f"python lessons/_tools/notebooks.py build {notebooks.lesson_number(py_path.stem)}"
+    assert ok, f"{py_path.name}: {reason} -- run `{build}`"
 
 
 @pytest.mark.parametrize("py_path", SOURCES, ids=IDS)

@@ -9,10 +9,24 @@ import pytest
 from safetensors.numpy import save_file
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.lm import (MambaLMConfig, cross_entropy_backward, cross_entropy_forward, embedding_backward,
-                                   embedding_forward, from_pretrained, generate, init_lm_params, init_lm_state,
-                                   lm_backward, lm_forward, lm_step, load_tokenizer, next_token_probs, sample_next,
-                                   state_from_cache)
+from mamba_from_scratch.lm import (
+    MambaLMConfig,
+    cross_entropy_backward,
+    cross_entropy_forward,
+    embedding_backward,
+    embedding_forward,
+    from_pretrained,
+    generate,
+    init_lm_params,
+    init_lm_state,
+    lm_backward,
+    lm_forward,
+    lm_step,
+    load_tokenizer,
+    next_token_probs,
+    sample_next,
+    state_from_cache,
+)
 from mamba_from_scratch.lm import bench as lm_bench
 from mamba_from_scratch.lm.cli import main as cli_main
 

@@ -3,10 +3,25 @@ import numpy as np
 import pytest
 
 from mamba_from_scratch.gradcheck import rel_error
-from mamba_from_scratch.layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward, silu_backward,
-                                       silu_forward, softplus_backward, softplus_forward)
-from mamba_from_scratch.mixer_kernels import (ROWS_PER_TASK, conv_silu_forward, dt_softplus_backward,
-                                              dt_softplus_forward, gate_backward, gate_forward, silu_conv_backward)
+from mamba_from_scratch.layers import (
+    conv1d_backward,
+    conv1d_forward,
+    linear_backward,
+    linear_forward,
+    silu_backward,
+    silu_forward,
+    softplus_backward,
+    softplus_forward,
+)
+from mamba_from_scratch.mixer_kernels import (
+    ROWS_PER_TASK,
+    conv_silu_forward,
+    dt_softplus_backward,
+    dt_softplus_forward,
+    gate_backward,
+    gate_forward,
+    silu_conv_backward,
+)
 
 
 @pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-13), (np.float32, 2e-6)])

@@ -11,7 +11,7 @@ from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.layers import softplus_forward
 from mamba_from_scratch.models import backbone, mixer, mixer_variants
-from mamba_from_scratch.models.mamba import MambaConfig, init_state, model_backward, model_forward, model_step
+from mamba_from_scratch.models.mamba import MambaConfig, init_state, model_forward, model_step
 from mamba_from_scratch.models.mamba_ablations import FrozenSelection, MambaNoGateConfig, MambaNonselectiveConfig
 from mamba_from_scratch.params import count_params, sub_params
 

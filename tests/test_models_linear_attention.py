@@ -8,11 +8,17 @@ import pytest
 
 from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.models.linear_attention import (LINEAR_ATTENTION_BLOCK, LinearTFConfig,
-                                                        causal_linear_attention_backward,
-                                                        causal_linear_attention_forward,
-                                                        causal_linear_attention_recurrent, elu1_forward, init_params,
-                                                        model_backward, model_forward)
+from mamba_from_scratch.models.linear_attention import (
+    LINEAR_ATTENTION_BLOCK,
+    LinearTFConfig,
+    causal_linear_attention_backward,
+    causal_linear_attention_forward,
+    causal_linear_attention_recurrent,
+    elu1_forward,
+    init_params,
+    model_backward,
+    model_forward,
+)
 from mamba_from_scratch.models.mamba import MambaConfig
 from mamba_from_scratch.models.transformer import matched_d_mlp
 from mamba_from_scratch.params import count_params, sub_params

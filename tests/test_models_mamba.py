@@ -6,8 +6,16 @@ import pytest
 from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.layers import softplus_forward
-from mamba_from_scratch.models.mamba import (MambaConfig, block_backward, block_forward, init_params, init_state,
-                                             model_backward, model_forward, model_step)
+from mamba_from_scratch.models.mamba import (
+    MambaConfig,
+    block_backward,
+    block_forward,
+    init_params,
+    init_state,
+    model_backward,
+    model_forward,
+    model_step,
+)
 from mamba_from_scratch.params import sub_params
 
 TOL = 1e-6

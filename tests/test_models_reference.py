@@ -9,11 +9,11 @@ import tempfile
 import numpy as np
 import pytest
 
-from mamba_from_scratch.models import softmax_attention as sat
 from mamba_from_scratch.checkpoint import load_checkpoint
 from mamba_from_scratch.icl import train as icl_train
-from mamba_from_scratch.models.backbone import model_backward, model_forward
 from mamba_from_scratch.lm.model import MambaLMConfig, init_lm_params, lm_backward, lm_forward, state_from_cache
+from mamba_from_scratch.models import softmax_attention as sat
+from mamba_from_scratch.models.backbone import model_backward, model_forward
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = np.load(os.path.join(ROOT, "tests", "data", "model_reference.npz"))

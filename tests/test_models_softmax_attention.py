@@ -8,16 +8,21 @@ import sys
 import numpy as np
 import pytest
 
-from mamba_from_scratch.models import linear_attention as lat
 from mamba_from_scratch.checkpoint import load_checkpoint, save_checkpoint
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.icl.prompts import token_dim
 from mamba_from_scratch.icl.train import FULL, QUICK, TrainConfig
+from mamba_from_scratch.models import linear_attention as lat
 from mamba_from_scratch.models.mamba import MambaConfig
-from mamba_from_scratch.models.softmax_attention import (SOFTMAX_ATTENTION_BLOCK, SoftmaxTFConfig,
-                                                         causal_softmax_attention_backward,
-                                                         causal_softmax_attention_forward, init_params, model_backward,
-                                                         model_forward)
+from mamba_from_scratch.models.softmax_attention import (
+    SOFTMAX_ATTENTION_BLOCK,
+    SoftmaxTFConfig,
+    causal_softmax_attention_backward,
+    causal_softmax_attention_forward,
+    init_params,
+    model_backward,
+    model_forward,
+)
 from mamba_from_scratch.models.transformer import matched_d_mlp
 from mamba_from_scratch.params import count_params, sub_params
 

@@ -3,14 +3,26 @@
 import numpy as np
 import pytest
 
-from mamba_from_scratch.icl.outliers.data import (TEST_OUTLIER_MIX, DataConfig, hold_out,
-                                                  make_patterns, mirror_seen, sample_prompts,
-                                                  split_tasks)
-from mamba_from_scratch.icl.outliers.floor import (clean_vote_floor, error_floor,
-                                                   error_floor_closed, p_no_clean_same)
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
-from mamba_from_scratch.icl.outliers.model import (ModelConfig, gates, hinge_backward, hinge_forward,
-                                                   init_params, model_backward, model_forward)
+from mamba_from_scratch.icl.outliers.data import (
+    TEST_OUTLIER_MIX,
+    DataConfig,
+    hold_out,
+    make_patterns,
+    mirror_seen,
+    sample_prompts,
+    split_tasks,
+)
+from mamba_from_scratch.icl.outliers.floor import clean_vote_floor, error_floor, error_floor_closed, p_no_clean_same
+from mamba_from_scratch.icl.outliers.model import (
+    ModelConfig,
+    gates,
+    hinge_backward,
+    hinge_forward,
+    init_params,
+    model_backward,
+    model_forward,
+)
 from mamba_from_scratch.icl.outliers.train import TrainConfig, train
 from mamba_from_scratch.scan import selective_scan_forward
 

@@ -47,10 +47,12 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m mamba_from_scratch bench",
                                      description="Time the selective scan backends and a training step.")
     sub = parser.add_subparsers(dest="what", required=True)
-    for name, help_ in (("scan", "numpy vs numba (and cuda on a real GPU) at fixed sizes, vs the machine's roofline bound"),
+    for name, help_ in (("scan", "numpy vs numba (and cuda on a real GPU) at fixed sizes, "
+                                 "vs the machine's roofline bound"),
                         ("train-step", "icl-train's step at two sizes on 1 and 2 threads: time split and step/scan")):
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported; >= 5 for the docs)")
+        p.add_argument("--repeats", type=int, default=7,
+                       help="timed runs per measurement (median reported; >= 5 for the docs)")
         p.add_argument("--threads", type=int, default=0, help="numba threads (default: numba's default)")
         p.add_argument("--blas-threads", type=int, default=1,
                        help="NumPy's BLAS threads (default 1, as the training commands use; 0 leaves it as is)")

@@ -23,8 +23,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from functools import partial
 
 import numpy as np
+
 from ..progress import Progress
 from . import common, roofline
 
@@ -92,14 +94,14 @@ def time_backend(backend, shape, repeats, dtype="float32", baseline=None):
     out = {}
     for pass_, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
         if baseline is None:
-            out[pass_] = common.time_calls(lambda: fn(scan), repeats)
+            out[pass_] = common.time_calls(partial(fn, scan), repeats)
             continue
         runs = {k: [] for k in mods}
         for mod in mods.values():
             fn(mod)                                            # warm-up
         for r in range(repeats):
             for key in (("ours", "baseline") if r % 2 == 0 else ("baseline", "ours")):
-                runs[key].append(common.time_calls(lambda: fn(mods[key]), 1, warmup=0)["runs"][0])
+                runs[key].append(common.time_calls(partial(fn, mods[key]), 1, warmup=0)["runs"][0])
         out[pass_] = {**_summary(runs["ours"]), "baseline": _summary(runs["baseline"]),
                       "speedup": float(np.median(np.array(runs["baseline"]) / np.array(runs["ours"])))}
     return out
@@ -210,7 +212,8 @@ def render(res, argv):
         f"Numba {res['numba']}; numba threads: {res['threads']}, BLAS threads: {res['blas_threads']}; "
         f"{res.get('threading', '')}  ",
         f"Load average (1/5/15 min): start {res['loadavg_start']}, end {res['loadavg_end']}  ",
-        f"Real GPU present: {'yes' if res['gpu'] else 'no (the CUDA backend is verified in the CUDA simulator only; no GPU timings)'}",
+        "Real GPU present: " + ("yes" if res["gpu"]
+                                else "no (the CUDA backend is verified in the CUDA simulator only; no GPU timings)"),
         "",
         "Machine limits measured in this run (one thread's best, times the thread count):",
         "",
@@ -245,8 +248,8 @@ def render(res, argv):
         lines.append(f"| {tuple(r['shape'])} | {r['dtype']} | {r['backend']} | {r['pass']} | "
                      f"{common.fmt_ms(r['median'])} | {common.fmt_ms(r['min'])} | {common.fmt_ms(r['max'])} | "
                      f"{r['ns_per_element']:.2f} | {common.fmt_ms(r['roofline']['bound_s'])} | "
-                     f"{r['x_roofline']:.2f}{mark} | {r['x_roofline_min']:.2f} | {common.fmt_ms(r['np_exp_bound_s'])} | "
-                     f"{r['x_np_exp']:.2f} |")
+                     f"{r['x_roofline']:.2f}{mark} | {r['x_roofline_min']:.2f} | "
+                     f"{common.fmt_ms(r['np_exp_bound_s'])} | {r['x_np_exp']:.2f} |")
     speedups = []
     by_key = {(tuple(r["shape"]), r["backend"], r["pass"]): r["median"] for r in res["rows"]
               if r["dtype"] == "float32"}
@@ -259,7 +262,8 @@ def render(res, argv):
     if res.get("baseline"):
         lines += ["", f"numba backend against the package at git revision `{res['baseline']}` (same inputs, "
                   "the two called alternately in one process; speed-up = median of the per-pair ratios):", "",
-                  "| size (b, l, d_inner, n) | dtype | pass | baseline median ms (min) | our median ms (min) | speed-up |",
+                  "| size (b, l, d_inner, n) | dtype | pass | baseline median ms (min) | our median ms (min) "
+                  "| speed-up |",
                   "|---|---|---|---:|---:|---:|"]
         for r in res["rows"]:
             if "baseline" in r:

@@ -214,8 +214,9 @@ def measure(name, threads, repeats, baseline=None):
 
 def profile(name, repeats):
     """Own time per step of the top PROFILE_TOP functions over ``repeats`` steps on one thread."""
-    import numba
     import pstats
+
+    import numba
     numba.set_num_threads(1)
     step = make_step(*build(name))
     step()
@@ -226,7 +227,8 @@ def profile(name, repeats):
     profiler.disable()
     stats = pstats.Stats(profiler).stats
     top = []
-    for (filename, line, func), (_, calls, own, cum, _) in sorted(stats.items(), key=lambda kv: -kv[1][2])[:PROFILE_TOP]:
+    by_own_time = sorted(stats.items(), key=lambda kv: -kv[1][2])
+    for (filename, line, func), (_, calls, own, cum, _) in by_own_time[:PROFILE_TOP]:
         where = filename.split("mamba_from_scratch/")[-1] if "mamba_from_scratch" in filename else "~"
         top.append({"function": f"{where}:{line}({func})", "calls_per_step": calls / repeats,
                     "own_s": own / repeats, "cum_s": cum / repeats})
@@ -287,7 +289,8 @@ def render(res, argv):
             "steps alternating (same configuration, seed and threads). Speed-up = median over the pairs of "
             f"baseline step / our step (target ≥ {TARGET_SPEEDUP:g}×).",
             "",
-            "| config | threads | baseline step ms (min) | baseline tokens/s | our step ms (min) | our tokens/s | speed-up |",
+            "| config | threads | baseline step ms (min) | baseline tokens/s | our step ms (min) | our tokens/s "
+            "| speed-up |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for r in res["rows"]:

@@ -46,9 +46,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..checkpoint import load_checkpoint
+from ..files import parse_list, write_csv
 from ..models.mamba import MambaConfig
 from ..models.mamba_ablations import FrozenSelection
-from ..files import parse_list, write_csv
 from ..rng import EVAL_TEST, stream
 from ..runtime import tune_process
 from ..scan import resolve_backend
@@ -58,8 +58,7 @@ from .metrics import normalized_error, paired_difference
 from .prompts import query_examples
 from .sample_complexity import format_half, half_zero_N, ratio_to_zero
 from .task import SingleIndexTask
-from .train import (TrainConfig, context_free_errors, gap_window, make_task, predict, validation_curve,
-                    validation_set)
+from .train import TrainConfig, context_free_errors, gap_window, make_task, predict, validation_curve, validation_set
 
 TASK_KEYS = ("link", "d", "r", "tau", "task_seed")
 

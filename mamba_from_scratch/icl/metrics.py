@@ -24,7 +24,10 @@ def per_prompt_error(pred, target, second_moment=None):
     """
     check_float_array("target", target, ndim=2)
     check_float_array("pred", pred, shape=target.shape, finite=False)
-    norm = float(np.mean(target ** 2)) if second_moment is None else check_positive_float("second_moment", second_moment)
+    if second_moment is None:
+        norm = float(np.mean(target ** 2))
+    else:
+        norm = check_positive_float("second_moment", second_moment)
     return np.mean((pred - target) ** 2, axis=1) / norm
 
 

@@ -31,8 +31,16 @@ import numpy as np
 from ..optim import AdamW
 from ..validate import check_choice, check_positive_float, check_positive_int
 from .features import feature_groups, hermite_features, relevant_features
-from .gated import (GATES, GatedMamba, context_statistic, context_statistics, readout_backward, readout_forward,
-                    scalar_mlp_backward, scalar_mlp_forward)
+from .gated import (
+    GATES,
+    GatedMamba,
+    context_statistic,
+    context_statistics,
+    readout_backward,
+    readout_forward,
+    scalar_mlp_backward,
+    scalar_mlp_forward,
+)
 
 RIDGES = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -187,7 +195,8 @@ def stage1_streamed(task, cfgs, rngs, draw, n_chunks, progress=None):
             phi_q = hermite_features(prompts.x_query[sl])
             for k, cfg in enumerate(cfgs):
                 out = readout_forward(hs[k][sl], phi_q, np.full(n_feat, cfg.gamma0))[0].ravel()
-                moments[k] = _merge_moments(moments[k], (out.size, float(out.mean()), float(np.sum((out - out.mean()) ** 2))))
+                chunk = (out.size, float(out.mean()), float(np.sum((out - out.mean()) ** 2)))
+                moments[k] = _merge_moments(moments[k], chunk)
         if progress is not None:
             progress(1)
     norms = [(mean, math.sqrt(m2 / n) if m2 > 0 else 1.0) for n, mean, m2 in moments]

@@ -110,4 +110,5 @@ class SingleIndexTask:
         return self.link(np.einsum("pqd,pd->pq", prompts.x_query, prompts.beta))
 
     def __repr__(self):
-        return f"SingleIndexTask(d={self.d}, r={self.r}, link={self.link!r}, tau={self.tau}, I={self.index_set.tolist()})"
+        return (f"SingleIndexTask(d={self.d}, r={self.r}, link={self.link!r}, tau={self.tau}, "
+                f"I={self.index_set.tolist()})")

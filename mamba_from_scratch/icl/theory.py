@@ -85,11 +85,13 @@ def build_parser():
     p.add_argument("--ablate", choices=["gate", "pretraining"], help="ablation instead of the main run")
     p.add_argument("--sweep-product-gate", action="store_true",
                    help="sweep (rho, b0) of the product (exact S6) and normalized gates, select on validation "
-                        "prompts, score the selected ones on the test prompts (default N: the largest of --N's default)")
+                        "prompts, score the selected ones on the test prompts "
+                        "(default N: the largest of --N's default)")
     p.add_argument("--sweep-rhos", type=_floats, default=[0.25, 0.5, 1.0, 2.0, 4.0, 8.0],
                    help="gate temperatures of --sweep-product-gate")
     p.add_argument("--sweep-b0s", type=_floats, default=[-3.0, 0.0, 3.0],
-                   help="gate offsets b0 (b = b0 - log N) of --sweep-product-gate; write --sweep-b0s=-3,0,3 (a leading minus)")
+                   help="gate offsets b0 (b = b0 - log N) of --sweep-product-gate; "
+                        "write --sweep-b0s=-3,0,3 (a leading minus)")
     p.add_argument("--val-prompts", type=int, help="validation prompts per (link, d, N) of --sweep-product-gate "
                    "(default 256), drawn from their own stream, never the test prompts'")
     p.add_argument("--replot", action="store_true",

@@ -17,7 +17,6 @@ from .. import files
 from ..files import atomic_write, save_figure
 from .metrics import paired_difference
 
-
 COLUMNS = ["method", "gate", "link", "d", "r", "N", "error", "stderr", "n_prompts", "seed",
            "diff_vs_zero", "diff_vs_zero_se", "note"]
 
@@ -141,7 +140,8 @@ def plot_error_vs_N(rows, args, path):
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
     fig.suptitle("In-context test error relative to the zero predictor on the same prompts, vs context length\n"
-                 "(± 1 s.e. over prompts, bounded as in relative_to_zero; below the dotted line = learned something)", fontsize=10)
+                 "(± 1 s.e. over prompts, bounded as in relative_to_zero; below the dotted line = learned something)",
+                 fontsize=10)
     legend_in = 0.25 * math.ceil(len(labels) / 3) + 0.25  # inches the legend needs at the bottom
     fig.tight_layout(rect=(0, legend_in / fig.get_size_inches()[1], 1, 1 - 0.5 / fig.get_size_inches()[1]))
     save_figure(fig, path)
@@ -263,13 +263,15 @@ def product_gate_sweep_md(rows, args, timing):
         if none:
             out.append(f"| none (linear attention) | – | {none[0]['ratio_to_zero']:.3f} |" + " |" * (len(b0s) - 1))
         out += ["", "Test (scored once, after the choice; paired on the same prompts):", "",
-                "| role | gate | rho | b0 | error | error / zero's | minus normalized (0.25, 0) | minus linear attention |",
+                "| role | gate | rho | b0 | error | error / zero's | minus normalized (0.25, 0) "
+                "| minus linear attention |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in test:
             if r["role"] == "zero":
                 out.append(f"| zero predictor | | | | {r['error']:.3f} ± {r['stderr']:.3f} | 1 | | |")
                 continue
-            out.append(f"| {r['role']} | {r['gate']} | {r['rho']:g} | {r['b0']:g} | {r['error']:.3f} ± {r['stderr']:.3f} | "
+            out.append(f"| {r['role']} | {r['gate']} | {r['rho']:g} | {r['b0']:g} | "
+                       f"{r['error']:.3f} ± {r['stderr']:.3f} | "
                        f"{r['ratio_to_zero']:.3f} ± {r['ratio_to_zero_se']:.3f} | "
                        f"{r['diff_vs_normalized']:+.3f} ± {r['diff_vs_normalized_se']:.3f} | "
                        f"{r['diff_vs_none']:+.3f} ± {r['diff_vs_none_se']:.3f} |")
@@ -313,13 +315,13 @@ def plot_product_gate_sweep(rows, path):
             test = {r["role"]: r for r in rows if r["split"] == "test" and r["link"] == link and r["d"] == d
                     and r["N"] == N}
             if test:
+                pb, nb = test["product_best"], test["normalized_best"]
+                chosen = (("product_best", f"product (rho {pb['rho']:g}, b0 {pb['b0']:g})"),
+                          ("normalized_default", "normalized (0.25, 0)"),
+                          ("normalized_best", f"normalized (rho {nb['rho']:g}, b0 {nb['b0']:g})"),
+                          ("none", "linear attention"))
                 txt = "\n".join(f"{lab}: {test[k]['ratio_to_zero']:.3f} ± {test[k]['ratio_to_zero_se']:.3f}"
-                                for k, lab in (("product_best", f"product (rho {test['product_best']['rho']:g}, "
-                                                                f"b0 {test['product_best']['b0']:g})"),
-                                               ("normalized_default", "normalized (0.25, 0)"),
-                                               ("normalized_best", f"normalized (rho {test['normalized_best']['rho']:g}, "
-                                                                   f"b0 {test['normalized_best']['b0']:g})"),
-                                               ("none", "linear attention")) if k in test)
+                                for k, lab in chosen if k in test)
             else:
                 txt = ""
             ax.set_xscale("log", base=2)

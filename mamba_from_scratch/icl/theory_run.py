@@ -23,9 +23,21 @@ from .gated import context_statistic, context_statistics
 from .metrics import normalized_error, paired_difference
 from .pretrain import PretrainConfig, practical, stage1, stage1_streamed, stage2
 from .task import SingleIndexTask
-from .theory_report import (ABLATE_PRETRAINING_COLUMNS, SWEEP_COLUMNS, SWEEP_GATES, ablate_pretraining_md,
-                            plot_error_vs_N, plot_pretraining, plot_product_gate_sweep, product_gate_sweep_md,
-                            relative_to_zero, table_md, write_csv, write_stage1_csv, write_sweep)
+from .theory_report import (
+    ABLATE_PRETRAINING_COLUMNS,
+    SWEEP_COLUMNS,
+    SWEEP_GATES,
+    ablate_pretraining_md,
+    plot_error_vs_N,
+    plot_pretraining,
+    plot_product_gate_sweep,
+    product_gate_sweep_md,
+    relative_to_zero,
+    table_md,
+    write_csv,
+    write_stage1_csv,
+    write_sweep,
+)
 
 
 def pretrain_config(args, gate):
@@ -78,7 +90,8 @@ def run_cell(args, task, link_id, gates, bar, krr=True, stage1_prompts=None):
         target, m2 = test.y_query_clean, task.link.second_moment
         _, _, e_zero = normalized_error(np.zeros_like(target), target, m2)
 
-        def add(method, gate, pred, n=None, note=""):
+        # this N's values bound as defaults: a closure would read whatever the loop holds when called
+        def add(method, gate, pred, n=None, note="", N=N, target=target, m2=m2, e_zero=e_zero):
             e, se, ep = normalized_error(pred, target[:n], m2)
             dz, dzse = paired_difference(ep, e_zero[:len(ep)])
             rows.append(dict(base, method=method, gate=gate, N=N, error=e, stderr=se, n_prompts=len(ep),
@@ -325,7 +338,8 @@ def run_product_gate_sweep(args):
                             hc = context_statistics(test.x_context, test.y_context, [gate], rho, b0, args.backend,
                                                     product="closed")[gate]
                             dev = float(np.max(np.abs(h - hc)) / max(np.max(np.abs(hc)), 1e-300))
-                            note = f"test statistic by the selective scan; max |scan - closed form| / max |closed form| = {dev:.1e}"
+                            note = ("test statistic by the selective scan; "
+                                    f"max |scan - closed form| / max |closed form| = {dev:.1e}")
                         cell = dict(split="test", role=role, gate=gate, rho=rho, b0=b0, link=link.name, d=d, r=args.r,
                                     N=N, seed=args.seed)
                         row, eps[role] = _score(args, task, cell, models[(gate, rho, b0, N)], test, h, e_zero,
@@ -355,7 +369,7 @@ def run_sweep(args):
         values = values[:2]
     link = args.links[0]
     gate = "normalized"
-    rows, need = [], []
+    rows = []
     t0 = time.time()
     with tqdm(total=len(values) * (2 + 2 * len(args.N)), desc=f"sweep {args.sweep}", disable=args.no_progress) as bar:
         for vi, val in enumerate(values):

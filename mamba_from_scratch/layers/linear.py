@@ -5,8 +5,6 @@ each product is a single BLAS call.
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..validate import check_float_array
 
 

@@ -93,7 +93,8 @@ def render(res, cfg, argv):
              f"Command: `{command}`  ",
              f"Machine: {m['cpu']}, {m['nproc']} cores; Python {m['python']}, NumPy {m['numpy']}, "
              f"Numba {numba.__version__}; numba threads: {numba.get_num_threads()}", "",
-             "| run | BLAS threads | prefill s | prefill tokens/s | load (prefill) | decode s | decode tokens/s | load (decode) |",
+             "| run | BLAS threads | prefill s | prefill tokens/s | load (prefill) "
+             "| decode s | decode tokens/s | load (decode) |",
              "|---|---|---:|---:|---|---:|---:|---|"]
     for i, (n, tp, loadp, td, loadd) in enumerate(res["runs"]):
         lines.append(f"| {i + 1} | {n} | {tp:.3f} | {lp / tp:.1f} | {loadp} | {td:.3f} | {ln / td:.1f} | {loadd} |")

@@ -25,7 +25,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    p = _Parser(prog=PROG, description="Generate text with a pretrained Mamba (transformers layout) on our NumPy model.")
+    p = _Parser(prog=PROG,
+                description="Generate text with a pretrained Mamba (transformers layout) on our NumPy model.")
     p.add_argument("--model", required=True, help="folder with config.json, model.safetensors, tokenizer.json")
     p.add_argument("--prompt", required=True, help="text to continue")
     p.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate (default 50)")

@@ -2,8 +2,9 @@
 
 The residual stack is the package's one backbone (models/backbone.py: ``blocks_forward``,
 ``blocks_backward``, ``blocks_step`` over the Mamba blocks of models/mamba.py); this file
-adds what a language model needs around it instead of read_in/read_out: a token embedding, the (tied) LM head, the cross-entropy loss with its backward,
-and the embedding's backward (a scatter-add). Layout and names follow transformers'
+adds what a language model needs around it instead of read_in/read_out: a token embedding,
+the (tied) LM head, the cross-entropy loss with its backward, and the embedding's backward
+(a scatter-add). Layout and names follow transformers'
 ``MambaForCausalLM`` with the ``backbone.`` prefix stripped:
 
     embeddings.weight            (vocab, d_model)

@@ -36,4 +36,5 @@ from .mamba import MambaConfig
 from .mamba_ablations import MambaNoGateConfig, MambaNonselectiveConfig
 from .softmax_attention import SoftmaxTFConfig
 
-CONFIGS = (MambaConfig, MambaNonselectiveConfig, MambaNoGateConfig, LinearTFConfig, SoftmaxTFConfig)  # every model config, for checkpoint.py
+# every model config, for checkpoint.py
+CONFIGS = (MambaConfig, MambaNonselectiveConfig, MambaNoGateConfig, LinearTFConfig, SoftmaxTFConfig)

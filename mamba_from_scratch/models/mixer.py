@@ -42,8 +42,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward, silu_backward,
-                      silu_forward, softplus_backward, softplus_forward)
+from ..layers import (
+    conv1d_backward,
+    conv1d_forward,
+    linear_backward,
+    linear_forward,
+    silu_backward,
+    silu_forward,
+    softplus_backward,
+    softplus_forward,
+)
 from ..scan import selective_scan_backward, selective_scan_forward
 
 

@@ -16,8 +16,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..layers import linear_backward, linear_forward
-from ..mixer_kernels import (conv_silu_forward, dt_softplus_backward, dt_softplus_forward, gate_backward, gate_forward,
-                             silu_conv_backward)
+from ..mixer_kernels import (
+    conv_silu_forward,
+    dt_softplus_backward,
+    dt_softplus_forward,
+    gate_backward,
+    gate_forward,
+    silu_conv_backward,
+)
 from ..scan import selective_scan_backward, selective_scan_forward
 from .mixer import final_state, split_state
 

@@ -43,8 +43,17 @@ import math
 
 import numpy as np
 
-from ..layers import (conv1d_backward, conv1d_forward, linear_backward, linear_forward, silu_backward,
-                      silu_forward, softplus_backward, softplus_forward, softplus_inverse)
+from ..layers import (
+    conv1d_backward,
+    conv1d_forward,
+    linear_backward,
+    linear_forward,
+    silu_backward,
+    silu_forward,
+    softplus_backward,
+    softplus_forward,
+    softplus_inverse,
+)
 from ..scan import selective_scan_backward, selective_scan_forward
 from .mixer import final_state, split_state
 

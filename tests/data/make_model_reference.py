@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+OUT = os.path.join(ROOT, "tests", "data", "model_reference.npz")
 
 
 def fixed_input(cfg, seed=0, b=3, l=9):
@@ -20,7 +21,7 @@ def fixed_input(cfg, seed=0, b=3, l=9):
     return rng.normal(size=(b, l, cfg.d_in)).astype(np.float32), rng.normal(size=(b, l, cfg.d_out)).astype(np.float32)
 
 
-def main(path_out=os.path.join(ROOT, "tests", "data", "model_reference.npz")):
+def main(path_out=OUT):
     sys.path.insert(0, ROOT)
     from mamba_from_scratch.checkpoint import load_checkpoint
     from mamba_from_scratch.icl import train as icl_train

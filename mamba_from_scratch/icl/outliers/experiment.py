@@ -39,8 +39,18 @@ from ...optim import TrainingDiverged
 from ...rng import outlier_streams
 from ...runtime import tune_process
 from ...validate import check_output_dir, check_positive_float, check_positive_int
-from .data import (CORRUPTIONS, DIRECTION_NAMES, POSITIONS, TASK_SPLITS, DataConfig, hold_out,
-                   make_patterns, mirror_seen, sample_prompts, split_tasks)
+from .data import (
+    CORRUPTIONS,
+    DIRECTION_NAMES,
+    POSITIONS,
+    TASK_SPLITS,
+    DataConfig,
+    hold_out,
+    make_patterns,
+    mirror_seen,
+    sample_prompts,
+    split_tasks,
+)
 from .design import ALPHAS, LR_SCALES, MAGNITUDES, SUBSETS, VAL_SETS, model_key, model_lrs
 from .model import MODELS, ModelConfig, gates, init_params, model_forward
 from .report import plot_all, plot_tune, write_metrics, write_table, write_tune

@@ -111,8 +111,8 @@ def write_metrics(args, main_runs, sens, data_cfg):
         for c in CORRUPTIONS:
             for alpha, f in zip(ALPHAS, floor(ALPHAS, data_cfg.l, c)):
                 rows.append({"study": "main", "setting": "default", "position": "r",
-                             "direction": "all", "model": name, "corruption": c, "subset": "all", "alpha": float(alpha), "error_mean": round(float(f), 6),
-                             "error_sem": 0.0, "n_seeds": 0, "n_test": 0})
+                             "direction": "all", "model": name, "corruption": c, "subset": "all", "alpha": float(alpha),
+                             "error_mean": round(float(f), 6), "error_sem": 0.0, "n_seeds": 0, "n_test": 0})
     write_csv(os.path.join(args.out, "metrics.csv"), rows)
 
     seen = np.concatenate([r["mirror_seen"] for r in main_runs])    # all test tasks of all seeds
@@ -215,7 +215,8 @@ def where_tables(R, summary) -> list:
                   "v3' = (-0.7, 0.5, 0.5); sums 0.9, 0.5, 0.3. \"all\" draws each outlier's direction "
                   "uniformly among the three (the main runs).", ""] + head
         for m in MODELS:
-            for name, (study, setting) in [(n, ("direction", n)) for n in DIRECTION_NAMES] + [("all", ("main", "default"))]:
+            rows_of = [(n, ("direction", n)) for n in DIRECTION_NAMES] + [("all", ("main", "default"))]
+            for name, (study, setting) in rows_of:
                 lines.append(f"| {LABELS[m]}, {name} | " + " | ".join(
                     _cell(R[(study, setting, m, "flipped", "all", float(a))]) for a in ALPHAS) + " |")
     if ("position", "cq", "mamba", "flipped", "all", 0.5) in R:
@@ -421,7 +422,7 @@ def plot_all(args, main_runs, sens, gate, data_cfg):
     panels = []
     for study, title in titles.items():
         settings = {}
-        for (s, v, m, c), per_seed in series.items():
+        for (s, v, m, _), per_seed in series.items():
             if s == study:
                 settings.setdefault(v, {})[m] = per_seed
         if len(settings) > 1:
@@ -433,7 +434,7 @@ def plot_all(args, main_runs, sens, gate, data_cfg):
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.8 * ncol, 4.2 * nrow), sharey=True, squeeze=False)
     for ax in axes.ravel()[len(panels):]:
         ax.remove()
-    for ax, (study, title, settings) in zip(axes.ravel(), panels):
+    for ax, (_, title, settings) in zip(axes.ravel(), panels):
         for k, (label, per_model) in enumerate(settings):
             color = plt.cm.viridis(k / max(len(settings) - 1, 1) * 0.85)
             for m, ls in (("mamba", "-"), ("linear", "--")):
