@@ -42,8 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..layers import linear_backward, linear_forward
-from . import backbone
-from .transformer import TransformerConfig, make_block
+from .transformer import TransformerConfig, make_block, model_functions
 
 EPS = 1e-6  # keeps the normaliser phi(q).z away from 0; phi > 0 so it is positive anyway
 
@@ -185,28 +184,5 @@ def attention_backward(dout, c):
 LINEAR_ATTENTION_BLOCK = make_block(attention_forward, attention_backward)
 
 
-def init_params(cfg: LinearTFConfig, rng: np.random.Generator, dtype=np.float32):
-    """models/transformer.py's initialization (block_init) on the backbone: U(+-1/sqrt(fan_in))
-    weights, zero biases, unit norms, the two residual writes per block scaled by 1/sqrt(2 n_layer).
-
-    Returns:
-        dict name -> array of ``dtype``.
-    """
-    if not isinstance(cfg, LinearTFConfig):
-        raise ValueError(f"cfg must be a LinearTFConfig, got {type(cfg).__name__}")
-    return backbone.init_params(cfg, rng, dtype)
-
-
-def model_forward(params, cfg, x, backend=None):
-    """:func:`backbone.model_forward` for a LinearTFConfig: x (b, l, d_in) -> out (b, l, d_out),
-    cache. ``backend`` is unused (no scan); it is there so every model has one signature."""
-    if not isinstance(cfg, LinearTFConfig):
-        raise ValueError(f"cfg must be a LinearTFConfig, got {type(cfg).__name__}")
-    return backbone.model_forward(params, cfg, x)
-
-
-def model_backward(dout, cache):
-    """:func:`backbone.model_backward`: returns grads (keyed like the parameters), dx (b, l, d_in)."""
-    if not (isinstance(cache, tuple) and len(cache) == 5 and isinstance(cache[0], LinearTFConfig)):
-        raise ValueError("cache must be the cache returned by model_forward")
-    return backbone.model_backward(dout, cache)
+# the typed entry points (models/__init__.py's contract); each checks the config is a LinearTFConfig
+init_params, model_forward, model_backward = model_functions(LinearTFConfig)

@@ -64,8 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..layers import linear_backward, linear_forward
-from . import backbone
-from .transformer import TransformerConfig, make_block
+from .transformer import TransformerConfig, make_block, model_functions
 
 
 @dataclass(kw_only=True)
@@ -167,31 +166,8 @@ def attention_backward(dout, c):
 SOFTMAX_ATTENTION_BLOCK = make_block(attention_forward, attention_backward)
 
 
-def init_params(cfg: SoftmaxTFConfig, rng: np.random.Generator, dtype=np.float32):
-    """The linear-attention Transformer's initialization (transformer.block_init on the
-    backbone), the same random draws in the same order: U(+-1/sqrt(fan_in)) weights, zero
-    biases, unit norms, the two residual writes per block scaled by 1/sqrt(2 n_layer). At one
-    seed the two Transformers start from identical weights, so a paired comparison differs
-    only in the attention. At init |q.k| / sqrt(e) is about 1/3, so attention starts near uniform.
-
-    Returns:
-        dict name -> array of ``dtype``.
-    """
-    if not isinstance(cfg, SoftmaxTFConfig):
-        raise ValueError(f"cfg must be a SoftmaxTFConfig, got {type(cfg).__name__}")
-    return backbone.init_params(cfg, rng, dtype)
-
-
-def model_forward(params, cfg, x, backend=None):
-    """:func:`backbone.model_forward` for a SoftmaxTFConfig: x (b, l, d_in) -> out (b, l, d_out),
-    cache. ``backend`` is unused (no scan); it is there so every model has one signature."""
-    if not isinstance(cfg, SoftmaxTFConfig):
-        raise ValueError(f"cfg must be a SoftmaxTFConfig, got {type(cfg).__name__}")
-    return backbone.model_forward(params, cfg, x)
-
-
-def model_backward(dout, cache):
-    """:func:`backbone.model_backward`: returns grads (keyed like the parameters), dx (b, l, d_in)."""
-    if not (isinstance(cache, tuple) and len(cache) == 5 and isinstance(cache[0], SoftmaxTFConfig)):
-        raise ValueError("cache must be the cache returned by model_forward")
-    return backbone.model_backward(dout, cache)
+# the typed entry points (models/__init__.py's contract); each checks the config is a
+# SoftmaxTFConfig. The initialization is the linear-attention Transformer's, so at one seed the
+# two start from identical weights and a paired comparison differs only in the attention. At
+# init |q.k| / sqrt(e) is about 1/3, so attention starts near uniform.
+init_params, model_forward, model_backward = model_functions(SoftmaxTFConfig)

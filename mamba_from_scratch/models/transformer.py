@@ -168,3 +168,42 @@ def make_block(attention_forward, attention_backward) -> Block:
         return grads, dmid + dx_attn
 
     return Block(forward=block_forward, backward=block_backward, param_shapes=block_param_shapes, init=block_init)
+
+
+def model_functions(config_class):
+    """A Transformer's typed entry points: the backbone's ``init_params``, ``model_forward``
+    and ``model_backward`` after a check that the config (or the cache's) is a ``config_class``.
+    Both Transformers are the backbone over this module's block; only the class differs.
+
+    Returns:
+        init_params(cfg, rng, dtype), model_forward(params, cfg, x, backend=None),
+        model_backward(dout, cache).
+    """
+    name = config_class.__name__
+
+    def init_params(cfg, rng: np.random.Generator, dtype=np.float32):
+        """:func:`block_init` on the backbone: U(+-1/sqrt(fan_in)) weights, zero biases, unit
+        norms, the two residual writes per block scaled by 1/sqrt(2 n_layer); the same random
+        draws in the same order for both Transformers.
+
+        Returns:
+            dict name -> array of ``dtype``.
+        """
+        if not isinstance(cfg, config_class):
+            raise ValueError(f"cfg must be a {name}, got {type(cfg).__name__}")
+        return backbone.init_params(cfg, rng, dtype)
+
+    def model_forward(params, cfg, x, backend=None):
+        """:func:`backbone.model_forward`: x (b, l, d_in) -> out (b, l, d_out), cache.
+        ``backend`` is unused (no scan); it is there so every model has one signature."""
+        if not isinstance(cfg, config_class):
+            raise ValueError(f"cfg must be a {name}, got {type(cfg).__name__}")
+        return backbone.model_forward(params, cfg, x)
+
+    def model_backward(dout, cache):
+        """:func:`backbone.model_backward`: returns grads (keyed like the parameters), dx (b, l, d_in)."""
+        if not (isinstance(cache, tuple) and len(cache) == 5 and isinstance(cache[0], config_class)):
+            raise ValueError("cache must be the cache returned by model_forward")
+        return backbone.model_backward(dout, cache)
+
+    return init_params, model_forward, model_backward
