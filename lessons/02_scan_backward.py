@@ -413,7 +413,7 @@ print(f"u_L = {u_L:.1e}, median |ddelta| = {g_typ:.2f}: round-off ≈ {u_L / g_t
 print(f"measured / derived round-off for ε < 1e-7: {ratio:.2f}x (geometric mean)")
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 ax.loglog(eps_grid, errs, "o-", label="measured: ddelta, package vs finite differences")
-ax.loglog(eps_grid, roundoff, "k:", label=f"round-off ≈ ε_mach Σ|dy·y| / (ε · median|ddelta|)")
+ax.loglog(eps_grid, roundoff, "k:", label="round-off ≈ ε_mach Σ|dy·y| / (ε · median|ddelta|)")
 ax.loglog(eps_grid, eps_grid ** 2, "k--", label="truncation ~ ε²")
 ax.axhline(1e-6, color="red", lw=0.8)
 ax.text(2e-8, 1.5e-6, "test threshold 1e-6", color="red", fontsize=9)

@@ -598,11 +598,11 @@ plt.show()
 # overhead, so a loop of `l` tiny steps is "sequential" in a way a compiled loop is not.
 
 # %%
-def best_time(fn, repeats=REPEATS):
+def best_time(fn, *args, repeats=REPEATS):
     best = np.inf
     for _ in range(repeats):
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -612,8 +612,8 @@ for ch in TIME_CHANNELS:
     for l_ in TIME_LENGTHS:
         a_t = rng.uniform(0.9, 1.0, (l_, ch))
         b_t = rng.standard_normal((l_, ch))
-        timings[("sequential", ch, l_)] = best_time(lambda: sequential_scan(a_t, b_t))
-        timings[("Blelloch", ch, l_)] = best_time(lambda: blelloch_scan(a_t, b_t, combine))
+        timings[("sequential", ch, l_)] = best_time(sequential_scan, a_t, b_t)
+        timings[("Blelloch", ch, l_)] = best_time(blelloch_scan, a_t, b_t, combine)
         print(f"channels {ch:5d}  l {l_:6d}   sequential {timings[('sequential', ch, l_)] * 1e3:8.2f} ms"
               f"   Blelloch {timings[('Blelloch', ch, l_)] * 1e3:8.2f} ms   (load average {os.getloadavg()[0]:.1f})")
 

@@ -580,7 +580,7 @@ if SIMULATOR and _passed["05.3"]:
     with KernelWatch(REF["s_a"].shape) as watch_fig:
         chunked_scan(REF["s_a"], REF["s_b"], 8)
     writer = np.full(REF["s_a"].shape, -1)
-    for (blk, thr), (s_, t_) in watch_fig.writes:
+    for (_, thr), (s_, t_) in watch_fig.writes:
         writer[s_, t_] = thr
     im = axes[0].imshow(writer, aspect="auto", cmap=plt.get_cmap("tab10", 8), vmin=-0.5, vmax=7.5,
                         interpolation="nearest")

@@ -45,8 +45,14 @@ import numpy as np
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
 from mamba_from_scratch.layers import conv1d_backward, conv1d_forward, rmsnorm_forward, softplus_forward
 from mamba_from_scratch.layers import rmsnorm_backward as rmsnorm_backward_pkg
-from mamba_from_scratch.models.mamba import (MambaConfig, init_params, init_state, model_backward, model_forward,
-                                             model_step)
+from mamba_from_scratch.models.mamba import (
+    MambaConfig,
+    init_params,
+    init_state,
+    model_backward,
+    model_forward,
+    model_step,
+)
 from mamba_from_scratch.models.mixer import mixer_backward as package_mixer_backward
 from mamba_from_scratch.models.mixer import mixer_forward
 from mamba_from_scratch.params import sub_params
@@ -511,7 +517,6 @@ def mixer_backward(dout, cache):
     """
     ### BEGIN SOLUTION
     p = cache["p"]
-    d_inner = p["D"].shape[0]
     sig = lambda v: 1 / (1 + np.exp(-v))
     dsilu = lambda v: sig(v) * (1 + v * (1 - sig(v)))
     g = {}

@@ -482,7 +482,7 @@ assert results[(KRR_DIMS[1], False)][-1, 0] > results[(KRR_DIMS[0], False)][-1, 
 
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 for key, style in zip(results, ["o-", "s-", "k^--"]):
-    label = f"KRR on the intrinsic coordinates (r = 2)" if key[1] else f"KRR on the full x, d = {key[0]}"
+    label = "KRR on the intrinsic coordinates (r = 2)" if key[1] else f"KRR on the full x, d = {key[0]}"
     ax.errorbar(KRR_NS, results[key][:, 0], yerr=2 * results[key][:, 1], fmt=style, ms=4, capsize=2, label=label)
 ax.axhline(1.0, color="gray", ls=":", lw=1)
 ax.set_xscale("log", base=2)

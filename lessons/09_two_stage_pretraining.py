@@ -48,8 +48,7 @@ from mamba_from_scratch.icl.features import feature_groups, hermite_features, re
 from mamba_from_scratch.icl.gated import context_statistics, readout_forward
 from mamba_from_scratch.icl.krr import krr_predict
 from mamba_from_scratch.icl.metrics import normalized_error, paired_difference
-from mamba_from_scratch.icl.pretrain import (PretrainConfig, gamma_concentration, init_mlp, loss_and_grads,
-                                             ridge_solve, stage1, stage2)
+from mamba_from_scratch.icl.pretrain import PretrainConfig, init_mlp, loss_and_grads, ridge_solve, stage1, stage2
 from mamba_from_scratch.icl.task import SingleIndexTask
 
 rng = np.random.default_rng(SEED)

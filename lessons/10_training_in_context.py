@@ -55,9 +55,23 @@ from mamba_from_scratch.icl.baselines import baseline_predict
 from mamba_from_scratch.icl.evaluate_trained import predict_queries
 from mamba_from_scratch.icl.metrics import normalized_error, paired_difference
 from mamba_from_scratch.icl.prompts import encode
-from mamba_from_scratch.icl.train import (FULL, QUICK, TrainConfig, build_model, context_free_errors, gap_window,
-                                          link_blend, loss_and_grads, make_task, model_backward, model_forward,
-                                          schedule, train, validation_curve, validation_set)
+from mamba_from_scratch.icl.train import (
+    FULL,
+    QUICK,
+    TrainConfig,
+    build_model,
+    context_free_errors,
+    gap_window,
+    link_blend,
+    loss_and_grads,
+    make_task,
+    model_backward,
+    model_forward,
+    schedule,
+    train,
+    validation_curve,
+    validation_set,
+)
 from mamba_from_scratch.optim import AdamW, default_no_decay
 from mamba_from_scratch.rng import EVAL_TEST, stream
 from mamba_from_scratch.runtime import tune_process
@@ -499,7 +513,7 @@ if RETRAIN:  # the package's --quick configuration: 4,000 steps, a 1,500-step li
     train(tc_quick, str(out_dir), command="lesson 10 LESSONS_RETRAIN=1")
     models["he2", 16]["your --quick Mamba"] = load_checkpoint(out_dir / "ckpt.npz")[:3] + (tc_quick,)
 for (link, d), group in models.items():
-    for label, (params, cfg, extra, tc) in group.items():
+    for label, (params, _, extra, tc) in group.items():
         read_out = np.linalg.norm(params["read_out.weight"])
         print(f"{link} d = {d}, {label:>26}: {extra['n_params']:,} parameters, {extra['step']:,} steps in "
               f"{extra['train_s'] / 60:2.0f} min, link curriculum {tc.link_curriculum_steps:,} steps, N/dims "
@@ -519,7 +533,7 @@ fig, axes = plt.subplots(1, 2, figsize=(10, 4.3))
 ax = axes[0]
 styles = {"Mamba": ("C0", "o-"), "Mamba, no link curriculum": ("C3", "s--"), "linear-attention TF": ("C1", "^-"),
           "your --quick Mamba": ("C2", "v:")}
-for label, (params, cfg, extra, tc) in models["he2", 16].items():
+for label, (_, _, extra, _) in models["he2", 16].items():
     steps, err = validation_curve(extra)
     ax.plot(steps, err, styles[label][1], color=styles[label][0], ms=3, label=label)
 ax.axhline(cf_val["he2", 16], color="k", ls=":", zorder=1, label=f"context-free optimum ({cf_val['he2', 16]:.3f})")

@@ -41,9 +41,16 @@ import numpy as np
 from mamba_from_scratch.icl.outliers.data import DataConfig, make_patterns, sample_prompts, split_tasks
 from mamba_from_scratch.icl.outliers.experiment import ALPHAS, gate_profile, run_seed
 from mamba_from_scratch.icl.outliers.floor import clean_vote_floor, error_floor
-from mamba_from_scratch.icl.outliers.model import (ModelConfig, gates, hinge_backward, hinge_forward, init_params,
-                                                   model_forward)
+from mamba_from_scratch.icl.outliers.model import (
+    ModelConfig,
+    gates,
+    hinge_backward,
+    hinge_forward,
+    init_params,
+    model_forward,
+)
 from mamba_from_scratch.icl.outliers.train import TrainConfig
+
 
 def sigmoid_stable(v):
     """The logistic function 1 / (1 + e^-v) without overflow (either branch of the same formula)."""

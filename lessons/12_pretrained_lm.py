@@ -51,9 +51,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 from safetensors import safe_open
 
-from mamba_from_scratch.lm import (cross_entropy_backward, cross_entropy_forward, from_pretrained, generate,
-                                   init_lm_state, lm_backward, lm_forward, lm_step, load_tokenizer,
-                                   next_token_probs, state_from_cache)
+from mamba_from_scratch.lm import (
+    cross_entropy_backward,
+    cross_entropy_forward,
+    from_pretrained,
+    generate,
+    init_lm_state,
+    lm_backward,
+    lm_forward,
+    lm_step,
+    load_tokenizer,
+    next_token_probs,
+    state_from_cache,
+)
 from mamba_from_scratch.optim import AdamW
 
 

@@ -18,7 +18,6 @@ and ``optim`` modules:
 
 Fixed sizes, independent of the lesson's FAST switch; they must match the check cells of lesson 10.
 """
-import dataclasses
 from pathlib import Path
 
 import numpy as np

@@ -29,8 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mamba_from_scratch.lm import (cross_entropy_backward, cross_entropy_forward, from_pretrained, generate,
-                                   lm_forward, next_token_probs)
+from mamba_from_scratch.lm import (
+    cross_entropy_backward,
+    cross_entropy_forward,
+    from_pretrained,
+    generate,
+    lm_forward,
+    next_token_probs,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "data" / "tiny-mamba-hf"

@@ -26,7 +26,6 @@ import argparse
 import ast
 import copy
 import csv
-import json
 import os
 import re
 import shutil
