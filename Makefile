@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-dev
 
-.PHONY: demo test test-all bench lessons assignments grade clean
+.PHONY: demo lint test test-all bench lessons assignments grade clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ demo: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m mamba_from_scratch icl-theory --quick --out results/icl_theory_quick
 	@echo "Figures and results: results/demo/ (loss_curve.png, metrics.json) and results/icl_theory_quick/ (error_vs_N.png, metrics.csv, table.md)"
 
-# The whole suite: unit tests, the CUDA kernels under the simulator, and the lessons in fast mode.
-test: $(STAMP)
+# The linter over the package, the tests, the scripts and the lessons' .py sources (rules and
+# the reasons for each ignore: [tool.ruff] in pyproject.toml, which also says why `ruff format`
+# is not enforced).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+# The whole suite: the linter, then unit tests, the CUDA kernels under the simulator, and the
+# lessons in fast mode.
+test: lint
 	MPLBACKEND=Agg $(PY) -m pytest -q
 
 # Also the slow experiment checks.
