@@ -432,10 +432,14 @@ report("float64 exp_range_reduced", best_time(lambda: exp_range_reduced(x_exp64)
 # %% [markdown]
 # ## 5. The package's kernel, and two yardsticks
 #
-# The package's `"numba"` backend (`scan/cpu.py`) combines the three ideas: `prange` over
-# `(batch, channel)`, the state in a small local array with the loop over `n` written so it
-# vectorises, and `fast_exp`. (It also keeps only one state every 32 steps for the
-# backward; see lesson 02.)
+# The package's `"numba"` backend (`scan/cpu.py`) combines the three ideas, arranged for the
+# vector lanes: `prange` over `(batch, block of 32 adjacent channels)`, the block's state in a
+# small local `(n, 32)` array whose innermost loops run over the 32 channels, so the
+# **channels** sit in the vector lanes (a fixed trip count LLVM vectorises whole, whatever `n`
+# is; vectorising over `n` instead leaves `n = 16` to a scalar
+# remainder loop and needs a horizontal sum per channel and step), and `fast_exp`. (It also
+# keeps only one state every 32 steps for the backward; see lesson 02. The module's docstring
+# says why the arrays are blocked `(.., n_blocks, 32)`.)
 #
 # How fast could the forward be on this machine? Two yardsticks, named as in
 # `docs/benchmarks.md`:
@@ -538,7 +542,8 @@ plt.show()
 #   we measured it, we did not find out why. Under real load `PASSIVE` matters more: a thread
 #   spinning on a shared core takes it from the thread it waits for (`runtime.py`);
 # * the package vs `prange`: mostly the arithmetic `exp` (the exp table above shows the gap
-#   between `math.exp` and `fast_exp` alone) and the vectorised loop over `n`;
+#   between `math.exp` and `fast_exp` alone) and the loops vectorised over blocks of 32
+#   channels;
 # * the red line, the roofline bound: a kernel doing this work with `fast_exp` cannot go
 #   below it (up to timing noise); the package's distance to it
 #   is what could still be won (loads and stores, the loop structure, the checkpoints kept
