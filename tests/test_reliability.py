@@ -226,7 +226,11 @@ def test_sigkill_then_resume_is_bit_identical_and_leaves_no_temporary(tmp_path):
 
 def test_sigint_prints_the_step_and_the_resume_command(tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(icl_train(out, steps=10**6), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored, and a child
+    # inherits that (Python then installs no KeyboardInterrupt handler): give the run the
+    # default disposition, as a terminal's Ctrl-C would find it.
+    proc = subprocess.Popen(icl_train(out, steps=10**6), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         wait_for_step(out / "ckpt.npz", 10, proc)
         proc.send_signal(signal.SIGINT)
