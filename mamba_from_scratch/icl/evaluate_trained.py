@@ -167,7 +167,7 @@ def plot(rows, path, ylabel="test error (zero predictor = 1)",
                 ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    ncol = min(len(labels), 3 * len(ds))                 # a narrow figure gets a legend in two rows
+    ncol = min(len(labels), 2 if len(ds) == 1 else 3 * len(ds))   # a one-panel figure: two columns fit
     fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=ncol)
     fig.suptitle(f"{title}\n(same test prompts for every method; bars: 2 standard errors)", fontsize=10)
     legend_rows = -(-len(labels) // ncol)
