@@ -47,13 +47,13 @@ REPEATS = 2 if FAST else 5                   # best-of for each timing
 import math
 import re
 import time
-import types
 
 import matplotlib.pyplot as plt
 import numba
 import numpy as np
 from numba import njit, prange
 
+from mamba_from_scratch.grading import package_calls
 from mamba_from_scratch.runtime import tune_process
 from mamba_from_scratch.scan import selective_scan_forward
 from mamba_from_scratch.scan.fastexp import fast_exp_array
@@ -69,35 +69,6 @@ THREADS = numba.config.NUMBA_NUM_THREADS
 print(f"Numba {numba.__version__}, {THREADS} threads on {os.cpu_count()} cores, "
       f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
 print("load average (1, 5, 15 min):", os.getloadavg())
-
-
-def package_calls(*functions, allowed=()):
-    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
-    import inside them, or through this notebook's own functions that they call (followed, except
-    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
-    answer."""
-    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
-    found, seen, todo = set(), set(), list(functions)
-    while todo:
-        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
-        code = getattr(f, "__code__", None)
-        if code is None or code in seen:
-            continue
-        seen.add(code)
-        codes = [code]
-        while codes:                                  # the function's code and the code nested in it
-            c = codes.pop()
-            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
-            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
-            for name in set(c.co_names) - set(allowed):
-                obj = f.__globals__.get(name)
-                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
-                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
-                        and str(origin).split(".")[0] == "mamba_from_scratch":
-                    found.add(name)
-                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
-                    todo.append(obj)
-    return found
 
 
 def best_time(fn, repeats=REPEATS):

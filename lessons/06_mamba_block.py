@@ -35,14 +35,13 @@ GEN_LENGTHS = [4, 8, 16] if FAST else [8, 16, 32, 64, 128, 256]   # tokens gener
 INIT_D_MODEL = 64 if FAST else 256                                # model width for the init picture
 
 # %%
-import sys
 import time
-import types
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from mamba_from_scratch.gradcheck import numerical_grad, rel_error
+from mamba_from_scratch.grading import package_calls, python_lines
 from mamba_from_scratch.layers import conv1d_backward, conv1d_forward, rmsnorm_forward, softplus_forward
 from mamba_from_scratch.layers import rmsnorm_backward as rmsnorm_backward_pkg
 from mamba_from_scratch.models.mamba import (
@@ -63,53 +62,6 @@ _passed = {}                     # exercise id -> True once its check passed (re
 REF = np.load("_data/06_conv.npz")   # frozen conv outputs of the package (lessons/_data/make_06.py)
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 
-
-def package_calls(*functions, allowed=()):
-    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
-    import inside them, or through this notebook's own functions that they call (followed, except
-    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
-    answer."""
-    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
-    found, seen, todo = set(), set(), list(functions)
-    while todo:
-        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
-        code = getattr(f, "__code__", None)
-        if code is None or code in seen:
-            continue
-        seen.add(code)
-        codes = [code]
-        while codes:                                  # the function's code and the code nested in it
-            c = codes.pop()
-            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
-            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
-            for name in set(c.co_names) - set(allowed):
-                obj = f.__globals__.get(name)
-                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
-                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
-                        and str(origin).split(".")[0] == "mamba_from_scratch":
-                    found.add(name)
-                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
-                    todo.append(obj)
-    return found
-
-
-def python_lines(f, *args, **kwargs):
-    """Call f(*args, **kwargs) and count the Python lines that this notebook's code runs meanwhile:
-    returns (result, lines). An array operation is one line whatever its size; a Python loop over
-    an axis runs its body once per element, so the count tells a vectorised function from a loop."""
-    notebook, lines = globals(), [0]
-
-    def count(frame, event, arg):
-        lines[0] += event == "line"
-        return count
-
-    previous = sys.gettrace()
-    sys.settrace(lambda frame, event, arg: count if frame.f_globals is notebook else None)
-    try:
-        result = f(*args, **kwargs)
-    finally:
-        sys.settrace(previous)
-    return result, lines[0]
 
 # %% [markdown]
 # ## 1. The block in words

@@ -30,12 +30,12 @@ KRR_PROMPTS = 4 if FAST else 16
 
 # %%
 import math
-import types
 
 import matplotlib.pyplot as plt
 import numpy as np
 from sklearn.kernel_ridge import KernelRidge
 
+from mamba_from_scratch.grading import package_calls
 from mamba_from_scratch.icl.krr import kernel_matrix, krr_fit_predict, krr_predict, loo_errors
 from mamba_from_scratch.icl.links import gauss_hermite_coefficients, make_link
 from mamba_from_scratch.icl.task import SingleIndexTask
@@ -45,34 +45,6 @@ plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
 _passed = {}                     # exercise id -> True once its check passed (read by the fallbacks)
 FROZEN = np.load("_data/07_hermite.npz")     # reference numbers written by lessons/_data/make_07.py
 
-
-def package_calls(*functions, allowed=()):
-    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
-    import inside them, or through this notebook's own functions that they call (followed, except
-    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
-    answer."""
-    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
-    found, seen, todo = set(), set(), list(functions)
-    while todo:
-        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
-        code = getattr(f, "__code__", None)
-        if code is None or code in seen:
-            continue
-        seen.add(code)
-        codes = [code]
-        while codes:                                  # the function's code and the code nested in it
-            c = codes.pop()
-            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
-            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
-            for name in set(c.co_names) - set(allowed):
-                obj = f.__globals__.get(name)
-                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
-                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
-                        and str(origin).split(".")[0] == "mamba_from_scratch":
-                    found.add(name)
-                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
-                    todo.append(obj)
-    return found
 
 # %% [markdown]
 # ## 1. The idea in words

@@ -30,12 +30,12 @@ OVERLAP_PROMPTS = 8 if FAST else 64                 # prompts per context length
 
 # %%
 import math
-import types
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from mamba_from_scratch.gradcheck import rel_error
+from mamba_from_scratch.grading import package_calls
 from mamba_from_scratch.icl.features import feature_dim, hermite_features, weighted_feature_sum
 from mamba_from_scratch.icl.gated import context_statistics, gate_bias, gate_weights, product_gate_scan
 from mamba_from_scratch.icl.links import hermite_he, make_link
@@ -51,34 +51,6 @@ FROZEN = np.load("_data/08_gates.npz")       # reference numbers written by less
 def softplus(v):
     return np.logaddexp(0.0, v)
 
-
-def package_calls(*functions, allowed=()):
-    """The mamba_from_scratch functions, classes and modules that `functions` use: by name, by an
-    import inside them, or through this notebook's own functions that they call (followed, except
-    the names in `allowed`). A check uses it to tell code you wrote from a call of the package's
-    answer."""
-    unwrap = lambda f: getattr(getattr(f, "__wrapped__", f), "py_func", getattr(f, "__wrapped__", f))
-    found, seen, todo = set(), set(), list(functions)
-    while todo:
-        f = unwrap(todo.pop())                        # past a functools.wraps wrapper, a numba kernel
-        code = getattr(f, "__code__", None)
-        if code is None or code in seen:
-            continue
-        seen.add(code)
-        codes = [code]
-        while codes:                                  # the function's code and the code nested in it
-            c = codes.pop()
-            codes += [k for k in c.co_consts if isinstance(k, types.CodeType)]
-            found |= {k for k in c.co_consts if isinstance(k, str) and k.split(".")[0] == "mamba_from_scratch"}
-            for name in set(c.co_names) - set(allowed):
-                obj = f.__globals__.get(name)
-                origin = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
-                if name.split(".")[0] == "mamba_from_scratch" or (callable(obj) or isinstance(obj, types.ModuleType)) \
-                        and str(origin).split(".")[0] == "mamba_from_scratch":
-                    found.add(name)
-                elif callable(obj) and getattr(unwrap(obj), "__globals__", None) is f.__globals__:
-                    todo.append(obj)
-    return found
 
 # %% [markdown]
 # ## 1. The idea in words
