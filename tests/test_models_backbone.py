@@ -44,3 +44,29 @@ def test_the_config_type_picks_the_model():
     out_s, cache_s = backbone.model_forward(params, soft, x)
     assert not np.allclose(out_l, out_s)
     assert cache_l[0] is lin and cache_s[0] is soft          # the backward reads the model from the cache
+
+
+def test_make_attention_wraps_any_core_in_the_four_projections():
+    """The wrapper both Transformers share: with a core that returns the values unchanged the
+    attention is x Wv^T Wo^T, and its backward is that product's (q and k get no gradient);
+    a feature map without its backward is an error."""
+    from mamba_from_scratch.models.transformer import make_attention
+
+    def values_forward(q, k, v):
+        return v, (q.transpose(0, 2, 1, 3),)                 # the cache starts with Q (b, h, l, e)
+
+    def values_backward(do, cache):
+        return np.zeros_like(do), np.zeros_like(do), do
+
+    fwd, bwd = make_attention(values_forward, values_backward)
+    rng = np.random.default_rng(4)
+    p = {f"{n}_proj.weight": rng.normal(size=(4, 4)) for n in "qkv"}
+    p["out_proj.weight"] = rng.normal(size=(4, 4))
+    x, dout = rng.normal(size=(2, 3, 4)), rng.normal(size=(2, 3, 4))
+    out, cache = fwd(x, p, 2)
+    np.testing.assert_allclose(out, x @ p["v_proj.weight"].T @ p["out_proj.weight"].T, rtol=1e-12)
+    g, dx = bwd(dout, cache)
+    np.testing.assert_allclose(dx, dout @ p["out_proj.weight"] @ p["v_proj.weight"], rtol=1e-12)
+    assert not g["q_proj.weight"].any() and not g["k_proj.weight"].any()
+    with pytest.raises(ValueError, match="feature_backward"):
+        make_attention(values_forward, values_backward, feature_forward=lambda a: (a, None))

@@ -41,8 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..layers import linear_backward, linear_forward
-from .transformer import TransformerConfig, make_block, model_functions
+from .transformer import TransformerConfig, make_attention, make_block, model_functions
 
 EPS = 1e-6  # keeps the normaliser phi(q).z away from 0; phi > 0 so it is positive anyway
 
@@ -141,45 +140,10 @@ def causal_linear_attention_backward(do, cache):
     return tuple(a.transpose(0, 2, 1, 3) for a in (dQ, dK, dV))
 
 
-def attention_forward(x, p, n_head):
-    """Multi-head causal linear attention with q, k, v and output projections (no biases).
-
-    Args:
-        x: (b, l, d_model).  p: dict with q_proj/k_proj/v_proj/out_proj ``.weight``.
-    Returns:
-        out: (b, l, d_model), cache.
-    """
-    b, l, dm = x.shape
-    e = dm // n_head
-    c = {}
-    q, c["q"] = linear_forward(x, p["q_proj.weight"])                    # (b, l, d_model)
-    k, c["k"] = linear_forward(x, p["k_proj.weight"])
-    v, c["v"] = linear_forward(x, p["v_proj.weight"])
-    fq, c["phi_q"] = elu1_forward(q.reshape(b, l, n_head, e))           # (b, l, h, e)
-    fk, c["phi_k"] = elu1_forward(k.reshape(b, l, n_head, e))
-    o, c["attn"] = causal_linear_attention_forward(fq, fk, v.reshape(b, l, n_head, e))
-    out, c["out"] = linear_forward(o.reshape(b, l, dm), p["out_proj.weight"])   # (b, l, d_model)
-    return out, c
-
-
-def attention_backward(dout, c):
-    """The three projections read the same x, so their input gradients add.
-
-    Returns:
-        grads keyed like the attention's parameters, dx: (b, l, d_model).
-    """
-    g = {}
-    do, g["out_proj.weight"], _ = linear_backward(dout, c["out"])        # (b, l, d_model)
-    b, l, dm = do.shape
-    h = c["attn"][0].shape[1]
-    dfq, dfk, dv = causal_linear_attention_backward(do.reshape(b, l, h, dm // h), c["attn"])
-    dq = elu1_backward(dfq, c["phi_q"]).reshape(b, l, dm)
-    dk = elu1_backward(dfk, c["phi_k"]).reshape(b, l, dm)
-    dxq, g["q_proj.weight"], _ = linear_backward(dq, c["q"])
-    dxk, g["k_proj.weight"], _ = linear_backward(dk, c["k"])
-    dxv, g["v_proj.weight"], _ = linear_backward(dv.reshape(b, l, dm), c["v"])
-    return g, dxq + dxk + dxv
-
+# multi-head attention: the q, k, v, out projections of models/transformer.py around this
+# core, with phi on the queries and keys
+attention_forward, attention_backward = make_attention(
+    causal_linear_attention_forward, causal_linear_attention_backward, elu1_forward, elu1_backward)
 
 LINEAR_ATTENTION_BLOCK = make_block(attention_forward, attention_backward)
 

@@ -132,6 +132,65 @@ def mlp_backward(dout, cache):
     return g, dx
 
 
+def make_attention(core_forward, core_backward, feature_forward=None, feature_backward=None):
+    """Multi-head attention with q, k, v and output projections (no biases) around a
+    parameter-free causal attention core, optionally with a feature map on q and k.
+
+        q, k, v = x Wq^T, x Wk^T, x Wv^T               (b, l, d_model), split into h heads of e
+        q, k    = phi(q), phi(k)                       only if a feature map is given
+        o       = core(q, k, v)                        (b, l, h, e)
+        out     = o Wo^T                               (b, l, d_model)
+
+    The two Transformers differ only in the core (softmax(q.k / sqrt(e)) or phi(q).phi(k)
+    with phi = elu + 1), so this wrapper is written once.
+
+    Args:
+        core_forward(q, k, v) -> (o, cache) and core_backward(do, cache) -> (dq, dk, dv),
+            all (b, l, h, e); the core's cache starts with Q (b, h, l, e).
+        feature_forward(x) -> (phi, cache), feature_backward(dphi, cache) -> dx: elementwise.
+    Returns:
+        attention_forward(x, p, n_head) -> (out, cache),
+        attention_backward(dout, cache) -> (grads keyed like the attention's parameters, dx).
+    """
+    if (feature_forward is None) != (feature_backward is None):
+        raise ValueError("feature_forward and feature_backward must be given together")
+
+    def attention_forward(x, p, n_head):
+        """x: (b, l, d_model).  p: q_proj/k_proj/v_proj/out_proj ``.weight``.
+        Returns out: (b, l, d_model), cache."""
+        b, l, dm = x.shape
+        split = (b, l, n_head, dm // n_head)
+        c = {}
+        q, c["q"] = linear_forward(x, p["q_proj.weight"])                    # (b, l, d_model)
+        k, c["k"] = linear_forward(x, p["k_proj.weight"])
+        v, c["v"] = linear_forward(x, p["v_proj.weight"])
+        q, k = q.reshape(split), k.reshape(split)                           # (b, l, h, e)
+        if feature_forward is not None:
+            q, c["phi_q"] = feature_forward(q)
+            k, c["phi_k"] = feature_forward(k)
+        o, c["attn"] = core_forward(q, k, v.reshape(split))                 # (b, l, h, e)
+        out, c["out"] = linear_forward(o.reshape(b, l, dm), p["out_proj.weight"])   # (b, l, d_model)
+        return out, c
+
+    def attention_backward(dout, c):
+        """The three projections read the same x, so their input gradients add.
+        Returns grads keyed like the attention's parameters, dx: (b, l, d_model)."""
+        g = {}
+        do, g["out_proj.weight"], _ = linear_backward(dout, c["out"])        # (b, l, d_model)
+        b, l, dm = do.shape
+        h = c["attn"][0].shape[1]                                           # Q is (b, h, l, e)
+        dq, dk, dv = core_backward(do.reshape(b, l, h, dm // h), c["attn"])
+        if feature_backward is not None:
+            dq = feature_backward(dq, c["phi_q"])
+            dk = feature_backward(dk, c["phi_k"])
+        dxq, g["q_proj.weight"], _ = linear_backward(dq.reshape(b, l, dm), c["q"])
+        dxk, g["k_proj.weight"], _ = linear_backward(dk.reshape(b, l, dm), c["k"])
+        dxv, g["v_proj.weight"], _ = linear_backward(dv.reshape(b, l, dm), c["v"])
+        return g, dxq + dxk + dxv
+
+    return attention_forward, attention_backward
+
+
 def make_block(attention_forward, attention_backward) -> Block:
     """The pre-norm block around an attention with ``attention_forward(x, p, n_head) ->
     (out, cache)`` and ``attention_backward(dout, cache) -> (grads, dx)``."""
