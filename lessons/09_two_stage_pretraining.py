@@ -44,6 +44,7 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
+from mamba_from_scratch.grading import code_names, package_calls
 from mamba_from_scratch.icl.features import feature_groups, hermite_features, relevant_features
 from mamba_from_scratch.icl.gated import context_statistics, readout_forward
 from mamba_from_scratch.icl.krr import krr_predict
@@ -62,16 +63,6 @@ def rel_err(a, b):
     assert a.shape == b.shape, f"shape {a.shape}, expected {b.shape}"
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
-
-def names_used(f):
-    """The global and attribute names a function's code refers to (nested code included), so a
-    check can tell a function written by hand from a call of the package's answer."""
-    todo, names = [getattr(f, "__wrapped__", f).__code__], set()
-    while todo:
-        code = todo.pop()
-        names |= set(code.co_names)
-        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return names
 
 
 plt.rcParams.update({"figure.dpi": 80, "axes.grid": True, "grid.alpha": 0.3})
@@ -162,8 +153,8 @@ assert rel_err(_dg, _fd) < 1e-6, f"dgamma against central finite differences: {_
 # at a = 0 the MLP outputs 0: the loss is 0.5 mean y^2 and its gradient in gamma vanishes
 _l0, _d0 = stage1_loss_and_grad(*_args[:4], 0 * _args[4], *_args[5:], _shift, _scale)
 assert abs(_l0 - 0.5 * np.mean(_args[2] ** 2)) < 1e-12 and np.abs(_d0).max() == 0, "a = 0: f = 0"
-assert not names_used(stage1_loss_and_grad) & {"loss_and_grads", "readout_backward", "scalar_mlp_backward"}, \
-    "write the backward yourself, without the package's loss_and_grads / readout_backward / scalar_mlp_backward"
+assert not package_calls(stage1_loss_and_grad), \
+    f"write the loss and its backward yourself, with NumPy only; it calls {package_calls(stage1_loss_and_grad)}"
 ### BEGIN HIDDEN TESTS
 assert abs(_loss - float(FROZEN["s1_loss"])) < 1e-12 * float(FROZEN["s1_loss"]), "loss against the frozen value"
 assert rel_err(_dg, FROZEN["s1_dgamma"]) < 1e-10, "dgamma against the frozen package gradient"
@@ -306,7 +297,7 @@ assert np.abs(_grad).max() < 1e-12, f"the objective's gradient must vanish at a;
 _aug = np.vstack([_F, math.sqrt(50 * 0.01) * np.eye(8)])
 assert rel_err(_a, np.linalg.lstsq(_aug, np.concatenate([_y, np.zeros(8)]), rcond=None)[0]) < 1e-9, \
     "against least squares on the augmented matrix"
-assert not names_used(ridge_fit) & {"ridge_solve", "inv", "pinv"}, \
+assert not package_calls(ridge_fit) and not code_names(ridge_fit) & {"inv", "pinv"}, \
     "solve the normal equations yourself (np.linalg.solve), without ridge_solve or an inverse"
 ### BEGIN HIDDEN TESTS
 for _lam, _ref in zip(FROZEN["rd_lam"], FROZEN["rd_a"]):

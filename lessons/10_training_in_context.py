@@ -51,6 +51,7 @@ import numpy as np
 
 import mamba_from_scratch
 from mamba_from_scratch.checkpoint import load_checkpoint
+from mamba_from_scratch.grading import code_names, package_calls
 from mamba_from_scratch.icl.baselines import baseline_predict
 from mamba_from_scratch.icl.evaluate_trained import predict_queries
 from mamba_from_scratch.icl.metrics import normalized_error, paired_difference
@@ -90,16 +91,6 @@ def rel_err(a, b):
     assert a.shape == b.shape, f"shape {a.shape}, expected {b.shape}"
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
 
-
-def names_used(f):
-    """The global and attribute names a function's code refers to (nested code included), so a
-    check can tell a function written by hand from a call of the package's answer."""
-    todo, names = [getattr(f, "__wrapped__", f).__code__], set()
-    while todo:
-        code = todo.pop()
-        names |= set(code.co_names)
-        todo += [c for c in code.co_consts if hasattr(c, "co_names")]
-    return names
 
 # %% [markdown]
 # ## 1. The idea in words
@@ -174,7 +165,7 @@ assert np.array_equal(_tok[:, 3, 4:8], _x[:, 2]) and np.array_equal(_tok[:, 3, 8
 _y_later = _y.copy()
 _y_later[:, 2:] += 1.0                                    # change y_3, y_4, y_5
 assert np.array_equal(encode_paired(_x, _y_later)[:, :3], _tok[:, :3]), "tokens 1..3 must not see y_3 or later"
-assert "encode" not in names_used(encode_paired), "build the tokens yourself, without the package's encode"
+assert not package_calls(encode_paired), "build the tokens yourself, with NumPy only (not the package's encode)"
 ### BEGIN HIDDEN TESTS
 assert np.array_equal(_tok, FROZEN["enc_tokens"]), "against the frozen package tokens"
 assert np.array_equal(encode_paired(FROZEN["enc_x2"], FROZEN["enc_y2"]), FROZEN["enc_tokens2"]), "d = 1"
@@ -271,8 +262,8 @@ assert len(_res) == 5, "return loss, grads, new_params, new_m, new_v"
 _loss, _g, _newp, _newm, _newv = _res
 assert all(np.array_equal(_p[k], FROZEN["p." + k]) for k in _keys), "training_step must not modify params in place"
 assert set(_g) == set(_keys) and set(_newp) == set(_keys), "grads and new params are keyed like params"
-assert "encode_paired" in names_used(training_step), "encode the batch with your encode_paired"
-assert not names_used(training_step) & {"loss_and_grads", "AdamW", "encode"}, \
+assert "encode_paired" in code_names(training_step), "encode the batch with your encode_paired"
+assert not package_calls(training_step) - {"model_forward", "model_backward", "default_no_decay"}, \
     "write the loss and the update yourself (model_forward and model_backward are given)"
 _r = np.random.default_rng(7)
 for _k in ("read_in.weight", "layers.0.mixer.x_proj.weight", "layers.0.mixer.A_log", "read_out.bias"):
@@ -420,7 +411,7 @@ _he2 = make_task(TrainConfig(link="he2", d=6, r=3)).link               # (z^2 - 
 _zz = np.array([[0.0, 1.0, -2.0], [0.5, 3.0, -1.0]])
 assert np.abs(blended_labels(_zz, 0 * _zz, _he2, 0.0) - _zz).max() < 1e-15, "lam = 0: the labels are z (He1)"
 assert np.shape(blended_labels(_zz, 0 * _zz, _he2, 0.5)) == (2, 3), "labels have the shape of z"
-assert not (names_used(blend) | names_used(blended_labels)) & {"link_blend", "sample_batch"}, \
+assert not package_calls(blend, blended_labels), \
     "write the schedule and the blend yourself, without link_blend or sample_batch"
 ### BEGIN HIDDEN TESTS
 for _step in (0, 40, 100):

@@ -1,9 +1,10 @@
 """What the lessons' graded checks use to tell how an answer was computed (lessons/_tools/AUTHORING.md).
 
-A check compares the student's function with finite differences or frozen arrays; these two
+A check compares the student's function with finite differences or frozen arrays; these
 helpers check the *method* too: :func:`package_calls` finds a call of the package's own answer
-(a one-line wrapper must not pass), :func:`python_lines` counts the Python lines a call runs (a
-loop over an axis runs its body once per element, an array operation once). Tests:
+(a one-line wrapper must not pass), :func:`code_names` lists the names a function refers to (no
+``inv``, a call of your own ``encode_paired``), :func:`python_lines` counts the Python lines a
+call runs (a loop over an axis runs its body once per element, an array operation once). Tests:
 tests/test_grading.py and every lesson's checks (tests/test_lessons.py).
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sys
 import types
 
-__all__ = ["package_calls", "python_lines"]
+__all__ = ["code_names", "package_calls", "python_lines"]
 
 PACKAGE = __name__.split(".")[0]   # "mamba_from_scratch"
 
@@ -20,6 +21,19 @@ def _unwrap(f):
     """Past a functools.wraps wrapper and a numba dispatcher, to the Python function."""
     f = getattr(f, "__wrapped__", f)
     return getattr(f, "py_func", f)
+
+
+def code_names(f):
+    """The global and attribute names f's code refers to, nested code (comprehensions, inner
+    functions) included: ``np.linalg.inv(a)`` gives {"np", "linalg", "inv"}. For checks on
+    names outside the package ("no inverse", "uses your encode_paired"); for the package's own
+    functions use :func:`package_calls`, which also follows the notebook's helpers."""
+    todo, names = [_unwrap(f).__code__], set()
+    while todo:
+        code = todo.pop()
+        names |= set(code.co_names)
+        todo += [k for k in code.co_consts if isinstance(k, types.CodeType)]
+    return names
 
 
 def package_calls(*functions, allowed=()):

@@ -4,7 +4,7 @@ import functools
 
 import numpy as np
 
-from mamba_from_scratch.grading import package_calls, python_lines
+from mamba_from_scratch.grading import code_names, package_calls, python_lines
 from mamba_from_scratch.layers import silu_forward
 
 
@@ -48,3 +48,13 @@ def test_python_lines_counts_loop_bodies_not_array_sizes():
     out, loop_small = python_lines(looped, np.ones(2))
     _, loop_big = python_lines(looped, np.ones(20))
     assert np.array_equal(out, [2.0, 2.0]) and loop_big - loop_small == 2 * 18   # two lines per element
+
+
+def inverts(a):
+    return [np.linalg.inv(m) for m in a]              # the name sits in the comprehension's code
+
+
+def test_code_names_sees_nested_code_and_unwraps():
+    assert {"np", "linalg", "inv"} <= code_names(inverts)
+    assert "inv" not in code_names(own_silu)
+    assert "wrapper_silu" in code_names(functools.wraps(via_helper)(lambda x: 0)) - code_names(own_silu)
