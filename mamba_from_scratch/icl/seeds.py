@@ -1,0 +1,200 @@
+"""Results over training seeds (issue 14 item 4): the per-run evaluations of the ICL III grid
+gathered into means over seeds, their standard errors, collapse counts and comparisons.
+
+Each run of the grid (scripts/icl_mechanism_grid.py) was evaluated on its own by ``icl-eval``
+into a folder ``icl_{model}_{link}_d{d}_N{N}_s{seed}/`` holding metrics.csv, paired.csv,
+over_zero.csv and half_zero.csv. Every run of one (link, d) is scored on the *same* test
+prompts (seeded by (1000, d)), so the baselines (KRR, context-free, zero) must come out
+identical in every folder of that (link, d); :func:`baselines` checks that they do.
+
+Two kinds of uncertainty, reported side by side:
+    seed SE     std over the k training seeds / sqrt(k) of a run-level number: how much the
+                result depends on the training run (the larger source, issue 14 item 4)
+    prompt SE   the per-prompt paired standard error of the same number within one run (from
+                icl-eval), averaged over the seeds: how well 1024 prompts pin down one model
+A model-versus-model difference across seeds uses the seed SEs of both means,
+sqrt(se_a^2 + se_b^2): the seeds of two models are independent training runs. A difference
+within one run (frozen selection minus the model itself) is paired by seed.
+
+A **collapse** (the page's definition, written before the runs): a run whose error at the
+largest N is within 2 per-prompt SE of the context-free optimum or of the zero output. A run
+**learns** when its paired gap to the context-free optimum is below -2 per-prompt SE.
+
+Tests: tests/test_icl_seeds.py.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections import defaultdict
+
+import numpy as np
+
+RUN_NAME = re.compile(r"^icl_(?P<model>[a-z-]+)_(?P<link>he\d)_d(?P<d>\d+)_N(?P<N>\d+)_s(?P<seed>\d+)$")
+BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero")
+Z_COLLAPSE = 2.0       # "within 2 per-prompt SE"
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def mean_se(values):
+    """(mean, standard error of the mean) of a list; the SE is nan for fewer than 2 values."""
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else math.nan
+    return float(v.mean()), se
+
+
+def load_runs(runs_dir):
+    """Every evaluated run folder under runs_dir, as a list of dicts sorted by (link, d, model, seed):
+    model, link (He2/He3), d, N (trained), seed, and the folder's four tables (lists of rows)."""
+    runs = []
+    for name in sorted(os.listdir(runs_dir)):
+        m = RUN_NAME.match(name)
+        folder = os.path.join(runs_dir, name)
+        if not m or not os.path.exists(os.path.join(folder, "half_zero.csv")):
+            continue
+        run = dict(name=name, model=m["model"], link=m["link"].capitalize(), d=int(m["d"]), N=int(m["N"]),
+                   seed=int(m["seed"]))
+        for table in ("metrics", "paired", "over_zero", "half_zero"):
+            run[table] = read_csv(os.path.join(folder, table + ".csv"))
+        runs.append(run)
+    runs.sort(key=lambda r: (r["link"], r["d"], r["model"], r["seed"]))
+    return runs
+
+
+def labels_of(run):
+    """The run's evaluated labels: its model, and ``<model>-frozen`` when selection was frozen
+    (icl-eval labels the checkpoint by --labels, which the grid sets to the model name)."""
+    return [lab for lab in (run["model"], run["model"] + "-frozen")
+            if any(r["method"] == lab for r in run["metrics"])]
+
+
+def _by(rows, **keys):
+    return [r for r in rows if all(str(r[k]) == str(v) for k, v in keys.items())]
+
+
+def baselines(runs, tol=1e-9):
+    """{(link, d): {method: {N: (error, stderr, over_zero, over_zero_se)}}} for KRR, context-free and zero, taken
+    from the first run of each (link, d) after checking every other run of it has the same
+    numbers (the shared test prompts). Raises ValueError if two runs disagree."""
+    out = {}
+    for run in runs:
+        key = (run["link"], run["d"])
+        table = {}
+        for method in BASELINES:
+            rows = {int(r["N"]): r for r in _by(run["metrics"], method=method)}
+            ratio = {int(r["N"]): (float(r["error"]), float(r["stderr"])) for r in _by(run["over_zero"], method=method)}
+            table[method] = {n: (float(r["error"]), float(r["stderr"])) + ratio.get(n, (math.nan, math.nan))
+                             for n, r in rows.items()}
+        if key not in out:
+            out[key] = table
+            continue
+        for method, per_N in table.items():
+            for n, (e, *_) in per_N.items():
+                ref = out[key][method].get(n)
+                if ref is not None and abs(ref[0] - e) > tol * max(1.0, abs(e)):
+                    raise ValueError(f"{run['name']}: {method} at N = {n} is {e}, another run of {key} has "
+                                     f"{ref[0]}: the runs were not scored on the same prompts")
+    return out
+
+
+def run_summary(run, N=None):
+    """One run's numbers at context length N (default: the largest evaluated), per label.
+
+    Returns:
+        {label: dict(error, over_zero, diff_cf, se_cf, diff_zero, se_zero, N_half, lo, hi, kind,
+        state)} where diff_* are paired differences to the context-free optimum and to the zero
+        output with their per-prompt SE, and state is "learns", "collapse" or "worse" (see the
+        module docstring).
+    """
+    Ns = sorted({int(r["N"]) for r in run["metrics"]})
+    N = Ns[-1] if N is None else N
+    out = {}
+    for label in labels_of(run):
+        m = _by(run["metrics"], method=label, N=N)[0]
+        oz = _by(run["over_zero"], method=label, N=N)[0]
+        cf = _by(run["paired"], model=label, versus="context_free", N=N)[0]
+        zr = _by(run["paired"], model=label, versus="zero", N=N)[0]
+        hz = _by(run["half_zero"], method=label)[0]
+        s = dict(error=float(m["error"]), over_zero=float(oz["error"]), over_zero_se=float(oz["stderr"]),
+                 diff_cf=float(cf["diff"]), se_cf=float(cf["stderr"]), diff_zero=float(zr["diff"]),
+                 se_zero=float(zr["stderr"]), N_half=float(hz["N_half"]), lo=float(hz["lo"]), hi=float(hz["hi"]),
+                 kind=hz["kind"])
+        s["state"] = state(s["diff_cf"], s["se_cf"], s["diff_zero"], s["se_zero"])
+        out[label] = s
+    return out
+
+
+def state(diff_cf, se_cf, diff_zero, se_zero):
+    """"collapse" if within Z_COLLAPSE per-prompt SE of the context-free optimum or of the zero
+    output, else "learns" if below the context-free optimum, else "worse" (above it)."""
+    near = lambda diff, se: abs(diff) <= Z_COLLAPSE * se
+    if near(diff_cf, se_cf) or near(diff_zero, se_zero):
+        return "collapse"
+    return "learns" if diff_cf < 0 else "worse"
+
+
+def over_seeds(runs):
+    """Rows (one per label, link, d, N) of the seed means: n_seeds, seeds, the error over the zero
+    predictor's (mean, seed SE), the paired gap to the context-free optimum (mean, seed SE, prompt
+    SE averaged over seeds) and the per-seed values of that gap."""
+    groups = defaultdict(list)
+    for run in runs:
+        Ns = sorted({int(r["N"]) for r in run["metrics"]})
+        for N in Ns:
+            for label, s in run_summary(run, N).items():
+                groups[(label, run["link"], run["d"], N)].append((run["seed"], s))
+    rows = []
+    for (label, link, d, N), items in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0], kv[0][3])):
+        seeds = [sd for sd, _ in items]
+        oz, oz_se = mean_se([s["over_zero"] for _, s in items])
+        gap, gap_se = mean_se([s["diff_cf"] for _, s in items])
+        rows.append(dict(label=label, link=link, d=d, N=N, n_seeds=len(seeds), seeds=" ".join(map(str, seeds)),
+                         over_zero=oz, over_zero_seed_se=oz_se,
+                         over_zero_prompt_se=float(np.mean([s["over_zero_se"] for _, s in items])),
+                         diff_cf=gap, diff_cf_seed_se=gap_se,
+                         diff_cf_prompt_se=float(np.mean([s["se_cf"] for _, s in items])),
+                         per_seed_diff_cf=" ".join(f"{s['diff_cf']:.4f}" for _, s in items),
+                         collapses=sum(s["state"] == "collapse" for _, s in items),
+                         learns=sum(s["state"] == "learns" for _, s in items)))
+    return rows
+
+
+def difference(rows, a, b, link, d, N):
+    """Seed mean of label a minus seed mean of label b at (link, d, N), with sqrt(se_a^2 + se_b^2)
+    from the two seed SEs (independent training runs), in units of the zero predictor's error.
+    Returns (diff, se, n_a, n_b); nan where a label has no run."""
+    pick = {r["label"]: r for r in rows if r["link"] == link and r["d"] == d and r["N"] == N}
+    if a not in pick or b not in pick:
+        return math.nan, math.nan, pick.get(a, {}).get("n_seeds", 0), pick.get(b, {}).get("n_seeds", 0)
+    ra, rb = pick[a], pick[b]
+    return (ra["over_zero"] - rb["over_zero"], math.hypot(ra["over_zero_seed_se"], rb["over_zero_seed_se"]),
+            ra["n_seeds"], rb["n_seeds"])
+
+
+def frozen_minus_model(runs, N=None):
+    """Per (model, link, d): the paired-by-seed mean of (frozen error - the model's own error) over
+    the zero predictor's error, its seed SE, and the per-prompt SE of that gap averaged over the
+    seeds (from paired.csv, where icl-eval compares the two on the same prompts)."""
+    groups = defaultdict(list)
+    for run in runs:
+        label = run["model"] + "-frozen"
+        if label not in labels_of(run):
+            continue
+        Ns = sorted({int(r["N"]) for r in run["metrics"]})
+        n = Ns[-1] if N is None else N
+        p = _by(run["paired"], model=label, versus=run["model"], N=n)[0]
+        zero = baselines([run])[(run["link"], run["d"])]["zero"][n][0]
+        groups[(run["model"], run["link"], run["d"])].append((float(p["diff"]) / zero, float(p["stderr"]) / zero))
+    out = {}
+    for key, items in groups.items():
+        m, se = mean_se([g for g, _ in items])
+        out[key] = dict(diff=m, seed_se=se, prompt_se=float(np.mean([s for _, s in items])), n_seeds=len(items))
+    return out
