@@ -33,7 +33,7 @@ backbone's (models/backbone.py). Parameters are a flat dict like the Mamba's
 Contract (models/__init__.py): every backward returns ``(grads, dx)``; the parameter-free
 attention core returns the gradients of its inputs in forward's order.
 
-Tests: tests/test_models_linear_attention.py.
+Tests: tests/test_models_linear_attention.py (the core), tests/test_models_transformer.py (the model).
 """
 from __future__ import annotations
 

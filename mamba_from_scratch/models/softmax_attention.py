@@ -54,7 +54,7 @@ Backward contract (models/__init__.py): the attention core, a parameter-free lay
 the gradients of its inputs in forward's order, ``(dq, dk, dv)``; attention, block and
 model return ``(grads, dx)``, the one order of every level.
 
-Tests: tests/test_models_softmax_attention.py.
+Tests: tests/test_models_softmax_attention.py (the core), tests/test_models_transformer.py (the model).
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ Contract, at every level (models/__init__.py): ``*_forward(x, p, ...) -> (out, c
 ``*_backward(dout, cache) -> (grads, dx)``. Parameters of a block: ``norm1.weight``,
 ``attn.{q,k,v,out}_proj.weight``, ``norm2.weight``, ``mlp.fc1.*``, ``mlp.fc2.*``.
 
-Tests: tests/test_models_linear_attention.py, tests/test_models_softmax_attention.py.
+Tests: tests/test_models_transformer.py (both Transformers), tests/test_models_linear_attention.py and
+tests/test_models_softmax_attention.py (each attention core).
 """
 from __future__ import annotations
 
