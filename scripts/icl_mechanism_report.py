@@ -97,20 +97,13 @@ def figures(runs, rows, base, out_dir):
         ax.axhline(0.5, color="0.6", lw=0.8, ls=(0, (1, 3)))
         ax.set_xscale("log", base=2)
         ax.set_xlim(0.8, 80)
-        if not any(x["link"] == link and x["d"] == d for x in rows):
-            ax.text(0.5, 0.5, "no run evaluated yet", transform=ax.transAxes, ha="center", color="0.4")
         ax.set_ylim(0, 1.25)
-        ax.set_title(f"{link}, d = {d}")
         ax.set_xlabel("context length N")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2, loc="lower left")
-    for ax in axes[:, 0]:
-        ax.set_ylabel("error / zero predictor's error (same prompts)")
-    fig.suptitle("In-context error relative to the zero predictor: seed mean ± seed SE (band), "
-                 "each seed thin, frozen selection dotted; dotted grey line: half", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "error_over_zero_vs_N.png"), dpi=110)
-    plt.close(fig)
+    finish(fig, axes, runs, "error / zero predictor's error (same prompts)",
+           "In-context error relative to the zero predictor: seed mean ± seed SE (band), each seed thin, frozen "
+           "selection dotted; dotted grey line: half", os.path.join(out_dir, "error_over_zero_vs_N.png"))
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharey=True)
     for ax, (link, d) in zip(axes.flat, PANELS):
@@ -129,18 +122,25 @@ def figures(runs, rows, base, out_dir):
             m, se = S.mean_se(vals)
             ax.errorbar(i + 0.3, m, yerr=0 if math.isnan(se) else 2 * se, fmt="s", color="k", ms=5, capsize=3)
         ax.axhline(0, color="k", lw=0.8)
-        if not any(run["link"] == link and run["d"] == d for run in runs):
-            ax.text(0.5, 0.5, "no run evaluated yet", transform=ax.transAxes, ha="center", color="0.4")
         ax.set_xticks(range(len(labels)), [lab.replace("mamba-", "mamba\n").replace("-frozen", "\nfrozen")
                                            for lab in labels], fontsize=7)
         ax.set_xlim(-0.6, len(labels) - 0.4)
-        ax.set_title(f"{link}, d = {d}, N = 64")
+    finish(fig, axes, runs, "(error − context-free) / zero error",
+           "Paired gap to the context-free optimum at N = 64: each seed (± 2 per-prompt SE), black square: seed "
+           "mean ± 2 seed SE; below 0 = learns in context", os.path.join(out_dir, "gap_to_context_free.png"))
+
+
+def finish(fig, axes, runs, ylabel, title, path):
+    """Panel titles, a note on panels with no run yet, the y labels and the title; save as PNG."""
+    for ax, (link, d) in zip(axes.flat, PANELS):
+        ax.set_title(f"{link}, d = {d}")
+        if not any(run["link"] == link and run["d"] == d for run in runs):
+            ax.text(0.5, 0.5, "no run evaluated yet", transform=ax.transAxes, ha="center", color="0.4")
     for ax in axes[:, 0]:
-        ax.set_ylabel("(error − context-free) / zero error")
-    fig.suptitle("Paired gap to the context-free optimum at N = 64: each seed (± 2 per-prompt SE), "
-                 "black square: seed mean ± 2 seed SE; below 0 = learns in context", fontsize=10)
+        ax.set_ylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "gap_to_context_free.png"), dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
