@@ -145,7 +145,15 @@ def finish(fig, axes, runs, ylabel, title, path):
 
 
 def markdown(runs, rows, base):
-    lines = []
+    lines = ["#### Runs evaluated (seeds of 0, 1, 2)", "",
+             "| link | d | " + " | ".join(MODELS) + " |", "|---|---|" + "---|" * len(MODELS)]
+    for link, d in PANELS:
+        cells = []
+        for model in MODELS:
+            done = sorted(r["seed"] for r in runs if r["model"] == model and r["link"] == link and r["d"] == d)
+            cells.append(", ".join(map(str, done)) if done else "none")
+        lines.append(f"| {link} | {d} | " + " | ".join(cells) + " |")
+    lines += [f"\n{len(runs)} of {len(MODELS) * len(PANELS) * 3} runs evaluated.", ""]
     Nmax = 64
     for link, d in PANELS:
         lines += [f"#### {link}, d = {d} (N = {Nmax})", "",
