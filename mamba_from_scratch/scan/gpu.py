@@ -253,12 +253,8 @@ def forward(u, delta, A, B, C, D, h0):
 def backward(dy, u, delta, A, B, C, D, h0, saved, dh_last):
     """Reverse-time adjoint of :func:`forward` on the GPU, recomputing states per chunk.
 
-    Args:
-        dy: (b, l, d_inner).  u, delta, A, B, C, D, h0: the forward's inputs.
-        saved: the forward's :class:`Saved`.  dh_last: (b, d_inner, n) or None.
-    Returns:
-        du, ddelta: (b, l, d_inner); dA: (d_inner, n); dB, dC: (b, l, n);
-        dD: (d_inner,) or None when D is None; dh0: (b, d_inner, n).
+    Arguments and returns are :func:`scan.cpu.backward`'s (``saved`` is this module's
+    :class:`Saved`); the gradients come back as host arrays.
     """
     b, l, d_inner = u.shape
     n = A.shape[1]
