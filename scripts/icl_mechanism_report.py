@@ -97,6 +97,7 @@ def figures(runs, rows, base, out_dir):
         ax.axhline(0.5, color="0.6", lw=0.8, ls=(0, (1, 3)))
         ax.set_xscale("log", base=2)
         ax.set_xlim(0.8, 80)
+        ax.set_xticks([1, 2, 4, 8, 16, 32, 64], ["1", "2", "4", "8", "16", "32", "64"])
         ax.set_ylim(0, 1.25)
         ax.set_xlabel("context length N")
         if ax.get_legend_handles_labels()[0]:
