@@ -18,7 +18,13 @@ within one run (frozen selection minus the model itself) is paired by seed.
 
 A **collapse** (the page's definition, written before the runs): a run whose error at the
 largest N is within 2 per-prompt SE of the context-free optimum or of the zero output. A run
-**learns** when its paired gap to the context-free optimum is below -2 per-prompt SE.
+**learns** when its paired gap to the context-free optimum is below -2 per-prompt SE (a per-run
+rule added after the predictions, which defined "learns" on the seed mean). :func:`state`
+applies the rule at any N: the page's counts are at N = 64, seeds.csv has them at every N.
+
+Units: :func:`over_seeds` reports the error over the zero predictor's (``over_zero*``) and the
+gap to the context-free optimum in raw error units (``diff_cf*``); the report divides the gaps
+by the zero predictor's error for the page.
 
 Tests: tests/test_icl_seeds.py.
 """
