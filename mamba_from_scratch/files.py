@@ -1,4 +1,4 @@
-"""Small file helpers shared by the commands: atomic writes, CSV tables, comma-separated lists.
+"""Small file helpers shared by the commands: atomic writes, CSV tables (both ways), comma-separated lists.
 Tested in tests/test_files.py.
 
 Every result file is written to a temporary name in the same folder and renamed over the
@@ -47,6 +47,12 @@ def write_csv(path, rows, columns=None, float_format=None, lineterminator="\r\n"
             cells = [format(x, float_format) if isinstance(x, float) else x for x in cells]
         writer.writerow(cells)
     atomic_write(path, buf.getvalue())
+
+
+def read_csv(path):
+    """A CSV table with a header back as a list of dicts, every cell a string."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def parse_list(text, kind=int, name="the value"):

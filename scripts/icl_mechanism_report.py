@@ -19,7 +19,6 @@ Tests: tests/test_icl_seeds.py (on a synthetic grid of run folders).
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import sys
@@ -32,6 +31,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mamba_from_scratch.files import atomic_write, save_figure, write_csv  # noqa: E402
 from mamba_from_scratch.icl import seeds as S  # noqa: E402
 
 MODELS = ("mamba", "mamba-nonselective", "mamba-nogate", "softmax-tf", "linear-tf")
@@ -58,13 +58,6 @@ def n_half_text(s):
         return "≤ 1"
     hi = "∞" if math.isinf(s["hi"]) else f"{s['hi']:.0f}"
     return f"{s['N_half']:.0f} [{s['lo']:.0f}, {hi}]"
-
-
-def write_csv(path, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def figures(runs, rows, base, out_dir):
@@ -143,7 +136,7 @@ def finish(fig, axes, runs, ylabel, title, path):
         ax.set_ylabel(ylabel)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -249,8 +242,7 @@ def update_page(page, text):
         raise ValueError(f"{page} has no {BEGIN} ... {END} section to replace")
     head, rest = src.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    with open(page, "w") as f:
-        f.write(head + BEGIN + "\n" + text + END + tail)
+    atomic_write(page, head + BEGIN + "\n" + text + END + tail)
 
 
 def main(argv=None):
@@ -273,8 +265,7 @@ def main(argv=None):
     write_csv(os.path.join(args.out, "runs.csv"), per_run)
     figures(runs, rows, base, args.out)
     text = markdown(runs, rows, base)
-    with open(os.path.join(args.out, "seeds.md"), "w") as f:
-        f.write(text)
+    atomic_write(os.path.join(args.out, "seeds.md"), text)
     if args.page:
         update_page(args.page, text)
     print(f"{len(runs)} runs -> {args.out}")

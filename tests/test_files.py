@@ -1,9 +1,7 @@
 """files.py: atomic writes leave no temporary file, CSV tables round-trip, list parsing."""
-import csv
-
 import pytest
 
-from mamba_from_scratch.files import atomic_write, parse_list, write_csv
+from mamba_from_scratch.files import atomic_write, parse_list, read_csv, write_csv
 
 
 def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path):
@@ -17,8 +15,7 @@ def test_csv_round_trips_with_missing_cells_commas_and_rounding(tmp_path):
     rows = [{"a": 1, "b": 0.123456789, "c": "x,y"}, {"a": 2, "c": 'say "hi"'}]
     write_csv(tmp_path / "t.csv", rows, ["a", "b", "c"], float_format=".6g", lineterminator="\n")
     assert (tmp_path / "t.csv").read_bytes().startswith(b'a,b,c\n1,0.123457,"x,y"\n')
-    with open(tmp_path / "t.csv", newline="") as f:
-        back = list(csv.DictReader(f))
+    back = read_csv(tmp_path / "t.csv")
     assert back == [{"a": "1", "b": "0.123457", "c": "x,y"}, {"a": "2", "b": "", "c": 'say "hi"'}]
     write_csv(tmp_path / "u.csv", rows[:1])                          # csv's default dialect, full repr
     assert (tmp_path / "u.csv").read_bytes() == b'a,b,c\r\n1,0.123456789,"x,y"\r\n'

@@ -11,7 +11,6 @@ Tolerance: the scan kernels' float32 bits differ by a few ulp between a kernel c
 process and one loaded from the Numba cache (docs/reliability.md), so numbers are compared
 to 1e-5 relative (a changed model or prompt moves them by O(1e-2) or more).
 """
-import csv
 import glob
 import json
 import os
@@ -19,6 +18,7 @@ import os
 import pytest
 
 from mamba_from_scratch.cli import main as cli_main
+from mamba_from_scratch.files import read_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = sorted(glob.glob(os.path.join(ROOT, "docs", "figures", "icl_mechanism", "runs", "icl_*", "config.json")))
@@ -30,11 +30,6 @@ def model_of(config_path):
 
 
 FIRST_OF_EACH = list({model_of(p): p for p in reversed(RUNS)}.values())   # the lowest seed's run of each model
-
-
-def read(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def reevaluate(config_path, tmp_path, N_grid):
@@ -49,9 +44,9 @@ def reevaluate(config_path, tmp_path, N_grid):
     assert cli_main(argv) == 0
     committed = os.path.dirname(config_path)
     for table, key in (("metrics", ("method", "N")), ("paired", ("model", "versus", "N"))):
-        want = {tuple(r[k] for k in key): r for r in read(os.path.join(committed, table + ".csv"))
+        want = {tuple(r[k] for k in key): r for r in read_csv(os.path.join(committed, table + ".csv"))
                 if int(r["N"]) in N_grid}
-        got = {tuple(r[k] for k in key): r for r in read(os.path.join(tmp_path, table + ".csv"))}
+        got = {tuple(r[k] for k in key): r for r in read_csv(os.path.join(tmp_path, table + ".csv"))}
         assert got.keys() == want.keys(), table
         for k, w in want.items():
             for col in ("error", "stderr") if table == "metrics" else ("diff", "stderr"):

@@ -1,6 +1,5 @@
 """mamba_from_scratch/icl/seeds.py and scripts/icl_mechanism_report.py on a synthetic grid of
 run folders in icl-eval's format, with numbers chosen so every statistic is known by hand."""
-import csv
 import importlib.util
 import math
 import os
@@ -8,19 +7,13 @@ import os
 import numpy as np
 import pytest
 
+from mamba_from_scratch.files import write_csv
 from mamba_from_scratch.icl import seeds as S
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NS = (16, 64)
 ZERO = 0.8                      # the zero predictor's error on the shared prompts, every N
 CF = 0.8                        # He3: the context-free optimum is the zero output
-
-
-def write(path, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
 
 
 def make_run(root, model, seed, err, se=0.01, frozen_err=None, link="he3", d=16, krr=1.0):
@@ -52,7 +45,7 @@ def make_run(root, model, seed, err, se=0.01, frozen_err=None, link="he3", d=16,
                 paired.append(dict(model=label, versus=model, link=L, d=d, N=n, diff=e[n] - err[n], stderr=se / 2,
                                    z=0.0))
     for table, rows in (("metrics", metrics), ("paired", paired), ("over_zero", over), ("half_zero", half)):
-        write(folder / f"{table}.csv", rows)
+        write_csv(folder / f"{table}.csv", rows)
     return folder
 
 

@@ -30,7 +30,6 @@ Tests: tests/test_icl_seeds.py.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import re
@@ -38,14 +37,11 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..files import read_csv
+
 RUN_NAME = re.compile(r"^icl_(?P<model>[a-z-]+)_(?P<link>he\d)_d(?P<d>\d+)_N(?P<N>\d+)_s(?P<seed>\d+)$")
 BASELINES = ("krr_full", "krr_intrinsic", "context_free", "zero")
 Z_COLLAPSE = 2.0       # "within 2 per-prompt SE"
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def mean_se(values):
@@ -59,7 +55,8 @@ def mean_se(values):
 
 def load_runs(runs_dir):
     """Every evaluated run folder under runs_dir, as a list of dicts sorted by (link, d, model, seed):
-    model, link (He2/He3), d, N (trained), seed, and the folder's four tables (lists of rows)."""
+    model, link (He2/He3), d, N (trained), seed, the folder's four tables (lists of rows) and
+    eval_N, the context lengths it was evaluated at (increasing)."""
     runs = []
     for name in sorted(os.listdir(runs_dir)):
         m = RUN_NAME.match(name)
@@ -70,6 +67,7 @@ def load_runs(runs_dir):
                    seed=int(m["seed"]))
         for table in ("metrics", "paired", "over_zero", "half_zero"):
             run[table] = read_csv(os.path.join(folder, table + ".csv"))
+        run["eval_N"] = sorted({int(r["N"]) for r in run["metrics"]})
         runs.append(run)
     runs.sort(key=lambda r: (r["link"], r["d"], r["model"], r["seed"]))
     return runs
@@ -120,8 +118,7 @@ def run_summary(run, N=None):
         output with their per-prompt SE, and state is "learns", "collapse" or "worse" (see the
         module docstring).
     """
-    Ns = sorted({int(r["N"]) for r in run["metrics"]})
-    N = Ns[-1] if N is None else N
+    N = run["eval_N"][-1] if N is None else N
     out = {}
     for label in labels_of(run):
         m = _by(run["metrics"], method=label, N=N)[0]
@@ -153,8 +150,7 @@ def over_seeds(runs):
     SE averaged over seeds) and the per-seed values of that gap."""
     groups = defaultdict(list)
     for run in runs:
-        Ns = sorted({int(r["N"]) for r in run["metrics"]})
-        for N in Ns:
+        for N in run["eval_N"]:
             for label, s in run_summary(run, N).items():
                 groups[(label, run["link"], run["d"], N)].append((run["seed"], s))
     rows = []
@@ -194,10 +190,9 @@ def frozen_minus_model(runs, N=None):
         label = run["model"] + "-frozen"
         if label not in labels_of(run):
             continue
-        Ns = sorted({int(r["N"]) for r in run["metrics"]})
-        n = Ns[-1] if N is None else N
+        n = run["eval_N"][-1] if N is None else N
         p = _by(run["paired"], model=label, versus=run["model"], N=n)[0]
-        zero = baselines([run])[(run["link"], run["d"])]["zero"][n][0]
+        zero = float(_by(run["metrics"], method="zero", N=n)[0]["error"])
         groups[(run["model"], run["link"], run["d"])].append((float(p["diff"]) / zero, float(p["stderr"]) / zero))
     out = {}
     for key, items in groups.items():

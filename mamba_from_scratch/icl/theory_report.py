@@ -7,7 +7,6 @@ never leaves a half-written file.
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 
@@ -87,8 +86,7 @@ def relative_to_zero(row):
 
 def read_metrics(path):
     """metrics rows back from a CSV written by :func:`write_csv`, numbers as numbers."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = files.read_csv(path)
     for r in rows:
         for k in ("d", "r", "N", "n_prompts", "seed"):
             r[k] = int(r[k])
@@ -230,8 +228,7 @@ SWEEP_COLUMNS = ["split", "role", "gate", "rho", "b0", "link", "d", "r", "N", "e
 
 def read_sweep_rows(path):
     """product_gate_sweep.csv back as rows, numbers as numbers (empty cells stay "")."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = files.read_csv(path)
     for r in rows:
         for k, v in r.items():
             if k in ("split", "role", "gate", "link", "note") or v == "":
