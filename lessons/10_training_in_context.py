@@ -635,17 +635,18 @@ BASELINES = {"context_free": "context-free optimum", "krr_full": "KRR on the ful
              "krr_intrinsic": "KRR on the intrinsic coords (oracle)"}
 
 
-def evaluate(link, d, group):
-    """Per-prompt errors {(method, n): (P,)} of every model and baseline on one task's test
-    prompts, each query predicted from the first n context examples, for every n in NS."""
+def evaluate(link, d, group, ns=NS, n_prompts=TEST_PROMPTS, baselines=BASELINES):
+    """Per-prompt errors {(method, n): (P,)} of every model of `group` (label -> checkpoint) and
+    every baseline on `n_prompts` test prompts of one task, each query predicted from the first
+    n context examples, for every n in `ns`."""
     task = make_task(next(iter(group.values()))[3])
-    prompts = task.sample(stream(SEED, EVAL_TEST, d), TEST_PROMPTS, max(NS), TEST_QUERIES)
+    prompts = task.sample(stream(SEED, EVAL_TEST, d), n_prompts, max(ns), TEST_QUERIES)
     clean, m2 = prompts.y_query_clean, task.link.second_moment
     per_prompt = {}
-    for n in NS:
+    for n in ns:
         preds = {label: predict_queries(params, cfg, prompts, n, tc.encoding, tc.backend)
                  for label, (params, cfg, extra, tc) in group.items()}
-        preds.update({method: baseline_predict(method, task, prompts, n) for method in BASELINES})
+        preds.update({method: baseline_predict(method, task, prompts, n) for method in baselines})
         for method, pred in preds.items():
             per_prompt[method, n] = normalized_error(pred, clean, m2)[2]
     return per_prompt
@@ -805,31 +806,23 @@ for model in ("mamba", "mamba-nogate"):                                     # th
 tc3 = icl3["mamba", 0][3]
 assert all((tc.link, tc.d, tc.r, tc.tau, tc.task_seed, tc.N) == (tc3.link, tc3.d, tc3.r, tc3.tau, tc3.task_seed, 64)
            for *_, tc in icl3.values()), "every ICL III run was trained on the same task at N = 64"
-task3 = make_task(tc3)
-prompts3 = task3.sample(stream(SEED, EVAL_TEST, task3.d), ICL3_PROMPTS, max(NS_ICL3), TEST_QUERIES)
-clean3, m2_3 = prompts3.y_query_clean, task3.link.second_moment
-errs3 = {}  # (method, seed, n) -> (P,) per-prompt normalized errors; method "context_free" has seed None
-for n in NS_ICL3:
-    errs3["context_free", None, n] = normalized_error(baseline_predict("context_free", task3, prompts3, n),
-                                                      clean3, m2_3)[2]
-    for (model, seed), (params, cfg, _, tc) in icl3.items():
-        pred = predict_queries(params, cfg, prompts3, n, tc.encoding, tc.backend)
-        errs3[model, seed, n] = normalized_error(pred, clean3, m2_3)[2]
+# section 6's evaluate, labels (model, seed): ((model, seed), n) and ("context_free", n) -> (P,) errors
+errs3 = evaluate(tc3.link, tc3.d, icl3, NS_ICL3, ICL3_PROMPTS, ["context_free"])
 
 
 def gap3(model, seed, n):
     """Paired gap (mean, s.e. over prompts) of a run's error minus the context-free optimum's."""
-    return paired_difference(errs3[model, seed, n], errs3["context_free", None, n])
+    return paired_difference(errs3[(model, seed), n], errs3["context_free", n])
 
 
 print(f"He3, d = 16: {ICL3_PROMPTS} test prompts × {TEST_QUERIES} queries; context-free optimum's error at "
-      f"N = 64: {errs3['context_free', None, 64].mean():.3f}. Error minus it, paired (± s.e.):")
+      f"N = 64: {errs3['context_free', 64].mean():.3f}. Error minus it, paired (± s.e.):")
 for model, seed in icl3:
     print(f"  {model:>20} seed {seed}: "
           + ", ".join("N={}: {:+.3f}±{:.3f}".format(n, *gap3(model, seed, n)) for n in NS_ICL3)
           + f";  |read_out.weight| = {np.linalg.norm(icl3[model, seed][0]['read_out.weight']):.3f}")
 for model in ("mamba", "mamba-nogate"):
-    m, s = paired_difference(errs3[f"{model}-frozen", 0, 64], errs3[model, 0, 64])
+    m, s = paired_difference(errs3[(f"{model}-frozen", 0), 64], errs3[(model, 0), 64])
     print(f"{model} seed 0, frozen minus unfrozen at N = 64: {m:+.3f} ± {s:.3f} (paired)")
 
 assert all(abs(gap3("mamba-nogate", 0, n)[0]) < 0.005 for n in NS_ICL3), \
@@ -837,7 +830,7 @@ assert all(abs(gap3("mamba-nogate", 0, n)[0]) < 0.005 for n in NS_ICL3), \
 assert gap3("mamba", 0, 64)[0] < -2 * gap3("mamba", 0, 64)[1], "the seed-0 Mamba uses its context at N = 64"
 assert gap3("mamba-nonselective", 0, 64)[0] < -2 * gap3("mamba-nonselective", 0, 64)[1], \
     "the seed-0 non-selective Mamba is below the context-free optimum at N = 64"
-frozen_gain = paired_difference(errs3["mamba-frozen", 0, 64], errs3["mamba", 0, 64])
+frozen_gain = paired_difference(errs3[("mamba-frozen", 0), 64], errs3[("mamba", 0), 64])
 assert frozen_gain[0] > 2 * frozen_gain[1] and gap3("mamba-frozen", 0, 64)[0] > 0, \
     "freezing the selection of the seed-0 Mamba takes it back above the context-free optimum"
 
@@ -1002,7 +995,7 @@ if not _passed["10.4"]:
 # %%
 summary3, gap_matrix3 = {}, {}
 for model in ICL3_SEEDS:
-    gap_matrix3[model] = np.stack([errs3[model, seed, 64] - errs3["context_free", None, 64]
+    gap_matrix3[model] = np.stack([errs3[(model, seed), 64] - errs3["context_free", 64]
                                    for seed in ICL3_SEEDS[model]])             # (k, P)
     summary3[model] = seed_summary(gap_matrix3[model])
     sm, g = summary3[model], gap_matrix3[model]
