@@ -56,7 +56,10 @@ def save_checkpoint(path, params, cfg, extra=None, arrays=None):
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is an ordinary shareable file
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        # An interrupt (Ctrl-C) can land after os.replace has already moved tmp into place: the
+        # checkpoint is then complete and tmp gone, and the interrupt must still propagate.
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
 
 

@@ -178,6 +178,27 @@ def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "c.npz")[2]["step"] == 1 and os.listdir(tmp_path) == ["c.npz"]
 
 
+
+def test_interrupt_just_after_the_rename_keeps_the_new_checkpoint(tmp_path, monkeypatch):
+    """Ctrl-C landing right after os.replace (seen in a fresh-clone run of the SIGINT test
+    below): the new checkpoint is in place, the temporary is gone, and the interrupt itself
+    propagates (not a FileNotFoundError from cleaning up a temporary that no longer exists)."""
+    cfg = MambaConfig(d_model=4, n_layer=1, d_in=2, d_out=1)
+    params = init_params(cfg, np.random.default_rng(0))
+    save_checkpoint(tmp_path / "c.npz", params, cfg, extra={"step": 1})
+    replace = os.replace
+
+    def replaced_then_interrupted(src, dst):
+        replace(src, dst)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", replaced_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "c.npz", params, cfg, extra={"step": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "c.npz")[2]["step"] == 2 and os.listdir(tmp_path) == ["c.npz"]
+
+
 RUN = dict(TINY, steps=1500, ckpt_every=10, eval_every=500)
 
 
