@@ -121,7 +121,8 @@ def figures(runs, rows, base, out_dir):
                                            for lab in labels], fontsize=7)
         ax.set_xlim(-0.6, len(labels) - 0.4)
     finish(fig, axes, runs, "(error − context-free) / zero error",
-           "Paired gap to the context-free optimum at N = 64: each seed (± 2 per-prompt SE; hollow: selection frozen), "
+           "Paired gap to the context-free optimum at N = 64: each seed "
+           "(± 2 per-prompt SE; hollow: selection frozen),\n"
            "black square: seed mean ± 2 seed SE (about 82% with 3 seeds); below 0 = learns in context",
            os.path.join(out_dir, "gap_to_context_free.png"))
 
