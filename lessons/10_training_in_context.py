@@ -1042,8 +1042,9 @@ print(f"the same difference paired on the {ICL3_PROMPTS} prompts (seed-averaged 
 #   read-out norm 0.011, the plateau of section 4. Freezing a model that outputs 0 changes
 #   nothing, so its frozen line lies on it. One seed cannot say whether the gate matters or this
 #   is a collapse like section 4's seed 1; on the results page (`docs/results_icl_mechanism.md`)
-#   seeds 1 and 2 collapsed too, so with this recipe the gate-less Mamba does not leave the
-#   plateau, which is a statement about training, not about what it could represent.
+#   seeds 1 and 2 collapsed too, and so did all three at `d = 32`, so with this recipe the
+#   gate-less Mamba does not leave the plateau, which is a statement about training, not about
+#   what it could represent.
 # * **Softmax against linear attention** (seed 0 each). The softmax TF reaches −0.690 ± 0.077,
 #   about where the seed-0 Mamba is (−0.640 ± 0.072). The linear-attention TF learns this time
 #   (−0.213 ± 0.034), unlike the `N = 32` run of sections 5–6 that stayed at 0, and gains the
@@ -1070,14 +1071,16 @@ print(f"the same difference paired on the {ICL3_PROMPTS} prompts (seed-averaged 
 #   −0.16 (He2) and −0.39 / −0.19 (He3, `d = 16` / 32); the linear-attention TF −0.45 on
 #   He2, better than the Mamba and than KRR told the subspace, and 0 on He3, where it never
 #   left the plateau. KRR told the subspace beats the Mamba on He2; the Mamba beats both
-#   KRRs on He3. No visible cost of `d = 32` over `d = 16` at these sizes.
+#   KRRs on He3. No visible cost of `d = 32` over `d = 16` at these sizes (nor, on He3, over
+#   three seeds at `N = 64` in ICL III: +0.07 ± 0.20, with the seeds spread widely).
 # * ICL III (section 7; He3, `d = 16`, trained at `N = 64`): the non-selective Mamba (Δ, B, C
 #   constant) learns He3 in all three seeds (−0.43 at `N = 64`), against paper 1's prediction;
 #   its difference to the full Mamba (−0.49 ± 0.12 over three seeds) is 0.5 seed SE. Freezing a
 #   trained Mamba's selection takes it above the context-free optimum; the gate-less Mamba
-#   collapsed (seed 0 here, all three seeds on the results page); at seed 0 the softmax TF
+#   collapsed (seed 0 here, all six He3 runs on the results page); at seed 0 the softmax TF
 #   (−0.69) is where the Mamba is and the linear TF learns less (−0.21), but over three seeds
-#   (results page) neither difference exceeds 2 seed SE.
+#   (results page) neither difference exceeds 2 seed SE. The results page finds the same at
+#   `d = 32`: the non-selective Mamba learns in all three seeds there too.
 # * A per-prompt SE says how well the prompts pin down one trained model, a seed SE how much
 #   the result depends on the training run; pooling all `k·P` gaps into one SE is neither.
 #
