@@ -8,6 +8,9 @@ Reads docs/figures/icl_mechanism/runs/*/ and writes into docs/figures/icl_mechan
                                 over the zero predictor's, the paired gap to the context-free
                                 optimum (seed SE and per-prompt SE), collapse and learn counts
     runs.csv                    one row per run and label at the largest N: its numbers and state
+    differences.csv             model against model (each (link, d, N)) and d = 32 minus d = 16 (each
+                                (link, N)) of the seed means of error / zero: diff, SE from both
+                                seed SEs, Welch t, df and two-sided p
     error_over_zero_vs_N.png    one panel per (link, d): seed means +- seed SE, seeds thin
     gap_to_context_free.png     one panel per (link, d): the paired gap at the largest N, per seed
     seeds.md                    the page's tables; with --page they replace the text between
@@ -264,6 +267,7 @@ def main(argv=None):
     per_run = [dict(run=run["name"], label=label, link=run["link"], d=run["d"], seed=run["seed"], **s)
                for run in runs for label, s in S.run_summary(run).items()]
     write_csv(os.path.join(args.out, "runs.csv"), per_run)
+    write_csv(os.path.join(args.out, "differences.csv"), S.comparisons(rows, COMPARISONS, MODELS))
     figures(runs, rows, base, args.out)
     text = markdown(runs, rows, base)
     atomic_write(os.path.join(args.out, "seeds.md"), text)

@@ -95,6 +95,51 @@ def test_model_differences_and_frozen_gaps(grid):
     assert ("linear-tf", "He3", 16) not in S.frozen_minus_model(runs)
 
 
+@pytest.mark.parametrize("t", [0.0, 0.3, 1.0, 2.0, 4.2, 9.5, 40.0])
+def test_t_p_value_matches_closed_forms(t):
+    # df = 1 (Cauchy) and df = 2 have closed forms; a huge df is the normal distribution
+    assert S.t_two_sided_p(t, 1) == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-12, abs=1e-15)
+    assert S.t_two_sided_p(-t, 2) == pytest.approx(1 - t / math.sqrt(t * t + 2), rel=1e-12, abs=1e-15)
+    assert S.t_two_sided_p(t, 1e7) == pytest.approx(math.erfc(t / math.sqrt(2)), rel=1e-5, abs=1e-15)
+
+
+def test_t_p_value_matches_scipy_at_fractional_df():
+    stats = pytest.importorskip("scipy.stats")           # scipy arrives with scikit-learn (dev extra)
+    for t, df in [(4.2, 2.1), (9.5, 2.4), (1.3, 3.3), (3.0, 50.0), (0.01, 0.5), (6.0, 3.45)]:
+        assert S.t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(t, df), rel=1e-10)
+    with pytest.raises(ValueError, match="df"):
+        S.t_two_sided_p(1.0, 0.0)
+
+
+def test_welch_and_the_comparison_rows(grid):
+    # equal SEs and seed counts: df = 2 (n - 1); one seed or two collapses: no test
+    diff, se, t, df, p = S.welch(1.0, 0.3, 3, 0.2, 0.4, 3)
+    assert (diff, se, t) == pytest.approx((0.8, 0.5, 1.6))
+    assert df == pytest.approx(0.25 ** 2 / (0.3 ** 4 / 2 + 0.4 ** 4 / 2))
+    assert p == pytest.approx(S.t_two_sided_p(1.6, df))
+    assert S.welch(0.5, 0.1, 3, 0.5, 0.1, 3)[3] == pytest.approx(4.0)
+    assert math.isnan(S.welch(1.0, math.nan, 1, 0.2, 0.4, 3)[4])
+    assert math.isnan(S.welch(1.0, 0.0, 3, 1.0, 0.0, 3)[4])
+    rows = S.over_seeds(S.load_runs(grid))
+    comp = S.comparisons(rows, [("mamba", "linear-tf"), ("mamba", "softmax-tf")], ["mamba"])
+    got = [c for c in comp if c["N"] == 64]
+    assert len(got) == 1 and (got[0]["kind"], got[0]["a"], got[0]["b"]) == ("models", "mamba", "linear-tf")
+    diff, se, *_ = S.difference(rows, "mamba", "linear-tf", "He3", 16, 64)
+    assert (got[0]["diff"], got[0]["se"], got[0]["n_a"], got[0]["n_b"]) == pytest.approx((diff, se, 3, 2))
+    a, b = np.array([0.4, 0.5, 0.805]) / ZERO, np.array([0.6, 0.7]) / ZERO      # the grid's N = 64 errors
+    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 2
+    df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 1)
+    assert got[0]["df"] == pytest.approx(df)
+    assert got[0]["p"] == pytest.approx(S.t_two_sided_p((a.mean() - b.mean()) / math.sqrt(va + vb), df))
+    assert not any(c["kind"] == "d32_minus_d16" for c in comp)      # the grid has no d = 32 run yet
+    for seed, e in ((0, 0.7), (1, 0.76)):
+        make_run(grid, "mamba", seed, {16: 0.8, 64: e}, d=32)
+    rows = S.over_seeds(S.load_runs(grid))
+    dgap = [c for c in S.comparisons(rows, [], ["mamba"]) if c["N"] == 64]
+    assert len(dgap) == 1 and (dgap[0]["d_a"], dgap[0]["d_b"], dgap[0]["n_a"], dgap[0]["n_b"]) == (32, 16, 2, 3)
+    assert dgap[0]["diff"] == pytest.approx(0.73 / ZERO - a.mean())
+
+
 def test_runs_scored_on_different_prompts_are_refused(grid):
     make_run(grid, "softmax-tf", 0, {16: 0.7, 64: 0.6}, krr=1.2)      # its KRR differs: other prompts
     with pytest.raises(ValueError, match="same prompts"):
@@ -119,7 +164,8 @@ def test_report_writes_tables_figures_and_the_page_section(grid, tmp_path):
     text = page.read_text()
     assert text.startswith("before\n<!-- seeds:begin -->\n####") and text.endswith("<!-- seeds:end -->\nafter\n")
     assert "old" not in text and "| mamba | 0 1 2 |" in text and "| 2 / 1 |" in text
-    for f in ("seeds.csv", "runs.csv", "error_over_zero_vs_N.png", "gap_to_context_free.png", "seeds.md"):
+    for f in ("seeds.csv", "runs.csv", "differences.csv", "error_over_zero_vs_N.png", "gap_to_context_free.png",
+              "seeds.md"):
         assert (out / f).stat().st_size > 0
     page.write_text("no markers\n")
     with pytest.raises(ValueError, match="seeds:begin"):

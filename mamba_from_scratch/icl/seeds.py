@@ -181,6 +181,92 @@ def difference(rows, a, b, link, d, N):
             ra["n_seeds"], rb["n_seeds"])
 
 
+def t_two_sided_p(t, df):
+    """Two-sided p-value of Student's t distribution with df > 0 (real) degrees of freedom:
+    P(|T| >= |t|) = I_x(df/2, 1/2) with x = df / (df + t^2), the regularized incomplete beta
+    function. For df = 1 this is 1 - 2 atan|t| / pi, for df = 2 it is 1 - |t| / sqrt(t^2 + 2)."""
+    if not df > 0:
+        raise ValueError(f"df must be > 0, got {df}")
+    if math.isnan(t):
+        return math.nan
+    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+def _betainc(a, b, x):
+    """Regularized incomplete beta I_x(a, b) for 0 <= x <= 1: the continued fraction of
+    Abramowitz & Stegun 26.5.8, evaluated by the modified Lentz method, on the side of the
+    symmetry I_x(a, b) = 1 - I_{1-x}(b, a) where it converges fast."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    log_front = a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
+    tiny = 1e-300
+    f, c, dd = 1.0, 1.0, 0.0                 # f = 1 / (1 + d1 / (1 + d2 / (1 + ...)))
+    for i in range(0, 400):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:                     # d_{2m} = m (b - m) x / ((a + 2m - 1)(a + 2m))
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:                                # d_{2m+1} = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1))
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        dd = 1.0 + num * dd
+        dd = 1.0 / (dd if abs(dd) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * dd
+        if abs(1.0 - c * dd) < 1e-15:
+            break
+    return math.exp(log_front) * (f - 1.0) / a
+
+
+def welch(mean_a, se_a, n_a, mean_b, se_b, n_b):
+    """Welch's unequal-variance comparison of two seed means from their seed SEs.
+
+    Returns (diff, se, t, df, p): diff = mean_a - mean_b, se = sqrt(se_a^2 + se_b^2), t = diff / se,
+    the Welch-Satterthwaite degrees of freedom (se_a^2 + se_b^2)^2 / (se_a^4/(n_a-1) + se_b^4/(n_b-1))
+    and the two-sided p of t under Student's t with those df. nan where either side has fewer than
+    2 seeds or both SEs are 0 (a difference of two collapses)."""
+    diff = mean_a - mean_b
+    va, vb = se_a * se_a, se_b * se_b
+    se = math.sqrt(va + vb) if not (math.isnan(va) or math.isnan(vb)) else math.nan
+    if n_a < 2 or n_b < 2 or not se > 0:
+        return diff, se, math.nan, math.nan, math.nan
+    df = (va + vb) ** 2 / (va * va / (n_a - 1) + vb * vb / (n_b - 1))
+    t = diff / se
+    return diff, se, t, df, t_two_sided_p(t, df)
+
+
+def comparisons(rows, pairs, models):
+    """Every model-against-model difference (``pairs`` of labels, at each (link, d, N)) and every
+    d = 32 minus d = 16 difference (each of ``models`` at each (link, N)) of the seed means of the
+    error over the zero predictor's, with :func:`welch`'s SE, t, df and p. Rows for seeds.csv's
+    companion, differences.csv; a comparison with a label missing is left out."""
+    pick = {(r["label"], r["link"], r["d"], r["N"]): r for r in rows}
+    out = []
+
+    def add(kind, a, b, ka, kb):
+        ra, rb = pick.get(ka), pick.get(kb)
+        if ra is None or rb is None:
+            return
+        diff, se, t, df, p = welch(ra["over_zero"], ra["over_zero_seed_se"], ra["n_seeds"],
+                                   rb["over_zero"], rb["over_zero_seed_se"], rb["n_seeds"])
+        out.append(dict(kind=kind, a=a, b=b, link=ka[1], d_a=ka[2], d_b=kb[2], N=ka[3], diff=diff, se=se,
+                        t=t, df=df, p=p, n_a=ra["n_seeds"], n_b=rb["n_seeds"]))
+
+    keys = sorted({(r["link"], r["d"], r["N"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    for a, b in pairs:
+        for link, d, N in keys:
+            add("models", a, b, (a, link, d, N), (b, link, d, N))
+    for model in models:
+        for link, N in sorted({(k[0], k[2]) for k in keys}):
+            add("d32_minus_d16", model, model, (model, link, 32, N), (model, link, 16, N))
+    return out
+
+
 def frozen_minus_model(runs, N=None):
     """Per (model, link, d): the paired-by-seed mean of (frozen error - the model's own error) over
     the zero predictor's error, its seed SE, and the per-prompt SE of that gap averaged over the
