@@ -63,6 +63,24 @@ def n_half_text(s):
     return f"{s['N_half']:.0f} [{s['lo']:.0f}, {hi}]"
 
 
+RATIO_YLIM = (0.0, 1.25)       # error / zero: the models' range; a curve above it is marked, not rescaled
+GAP_YLIM = (-1.0, 0.4)         # gap / zero at N = 64: likewise
+
+
+def off_scale(ax, x, v, ylim, color, text=None, left=False):
+    """Mark a value above or below the axes' fixed range with a triangle on the edge and its value,
+    so that one exploding run (a frozen He2 Mamba) does not squash every other panel. The value is
+    written to the right of the mark, or to its left with left=True."""
+    lo, hi = ylim
+    if lo <= v <= hi:
+        return False
+    edge, marker, va = (hi, "^", "top") if v > hi else (lo, "v", "bottom")
+    ax.plot([x], [edge], marker, color=color, ms=7, clip_on=False, zorder=4)
+    ax.annotate(text or f"{v:+.1f}", (x, edge), xytext=(-5 if left else 5, -3 if v > hi else 3),
+                textcoords="offset points", fontsize=7, color=color, va=va, ha="right" if left else "left")
+    return True
+
+
 def figures(runs, rows, base, out_dir):
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5), sharey=True)
     for ax, (link, d) in zip(axes.flat, PANELS):
@@ -79,6 +97,10 @@ def figures(runs, rows, base, out_dir):
                         label=f"{label} ({r[0]['n_seeds']} seed{'s' * (r[0]['n_seeds'] > 1)})")
                 ax.fill_between(Ns, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)],
                                 color=COLORS[model], alpha=0.15, lw=0)
+                out = [(n, m) for n, m in zip(Ns, mean) if m > RATIO_YLIM[1]]
+                if out:
+                    off_scale(ax, out[-1][0], out[-1][1], RATIO_YLIM, COLORS[model],
+                              f"{label}: {out[-1][1]:.1f} at N = {out[-1][0]}", left=True)
                 if style == "-":
                     for run in runs:
                         if run["model"] == model and run["link"] == link and run["d"] == d:
@@ -94,13 +116,14 @@ def figures(runs, rows, base, out_dir):
         ax.set_xscale("log", base=2)
         ax.set_xlim(0.8, 80)
         ax.set_xticks([1, 2, 4, 8, 16, 32, 64], ["1", "2", "4", "8", "16", "32", "64"])
-        ax.set_ylim(0, 1.25)
+        ax.set_ylim(*RATIO_YLIM)
         ax.set_xlabel("context length N")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, ncol=2, loc="lower left")
     finish(fig, axes, runs, "error / zero predictor's error (same prompts)",
            "In-context error relative to the zero predictor: seed mean ± 1 seed SE (band), each seed thin, frozen "
-           "selection dotted; faint grey line at 0.5: half the zero error",
+           "selection dotted;\nfaint grey line at 0.5: half the zero error; a triangle on the top edge: off the scale, "
+           "its value written beside it",
            os.path.join(out_dir, "error_over_zero_vs_N.png"))
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharey=True)
@@ -115,18 +138,23 @@ def figures(runs, rows, base, out_dir):
             zero = base[(link, d)]["zero"][max(base[(link, d)]["zero"])][0]
             vals = [s["diff_cf"] / zero for _, s in per]
             for j, ((_, s), v) in enumerate(zip(per, vals)):
-                ax.errorbar(i + 0.12 * (j - 1), v, yerr=2 * s["se_cf"] / zero, fmt="o", ms=4, color=COLORS[model],
-                            mfc="white" if label.endswith("frozen") else COLORS[model], capsize=2, lw=0.8)
+                if not off_scale(ax, i + 0.12 * (j - 1), v, GAP_YLIM, COLORS[model], left=True):
+                    ax.errorbar(i + 0.12 * (j - 1), v, yerr=2 * s["se_cf"] / zero, fmt="o", ms=4,
+                                color=COLORS[model], mfc="white" if label.endswith("frozen") else COLORS[model],
+                                capsize=2, lw=0.8)
             m, se = S.mean_se(vals)
-            ax.errorbar(i + 0.3, m, yerr=0 if math.isnan(se) else 2 * se, fmt="s", color="k", ms=5, capsize=3)
+            if not off_scale(ax, i + 0.3, m, GAP_YLIM, "k"):
+                ax.errorbar(i + 0.3, m, yerr=0 if math.isnan(se) else 2 * se, fmt="s", color="k", ms=5, capsize=3)
         ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylim(*GAP_YLIM)
         ax.set_xticks(range(len(labels)), [lab.replace("mamba-", "mamba\n").replace("-frozen", "\nfrozen")
                                            for lab in labels], fontsize=7)
         ax.set_xlim(-0.6, len(labels) - 0.4)
     finish(fig, axes, runs, "(error − context-free) / zero error",
            "Paired gap to the context-free optimum at N = 64: each seed "
            "(± 2 per-prompt SE; hollow: selection frozen),\n"
-           "black square: seed mean ± 2 seed SE (about 82% with 3 seeds); below 0 = learns in context",
+           "black square: seed mean ± 2 seed SE (about 82% with 3 seeds); below 0 = learns in context; "
+           "triangle on an edge: off the scale, value written",
            os.path.join(out_dir, "gap_to_context_free.png"))
 
 

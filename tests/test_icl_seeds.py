@@ -167,6 +167,13 @@ def test_report_writes_tables_figures_and_the_page_section(grid, tmp_path):
     for f in ("seeds.csv", "runs.csv", "differences.csv", "error_over_zero_vs_N.png", "gap_to_context_free.png",
               "seeds.md"):
         assert (out / f).stat().st_size > 0
+    fig, ax = report.plt.subplots()
+    ax.set_ylim(0, 1)                          # an off-scale value is marked on the edge it crosses
+    assert not report.off_scale(ax, 0, 0.5, (0, 1), "k") and not ax.lines
+    assert report.off_scale(ax, 0, 12.8, (0, 1), "k") and ax.lines[-1].get_ydata()[0] == 1
+    assert report.off_scale(ax, 1, -3.0, (0, 1), "k", left=True) and ax.lines[-1].get_ydata()[0] == 0
+    assert [t.get_text() for t in ax.texts] == ["+12.8", "-3.0"]
+    report.plt.close(fig)
     page.write_text("no markers\n")
     with pytest.raises(ValueError, match="seeds:begin"):
         report.main(["--runs-dir", str(grid), "--out", str(out), "--page", str(page)])
