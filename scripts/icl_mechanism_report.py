@@ -42,7 +42,7 @@ COLORS = {"mamba": "C0", "mamba-nonselective": "C1", "mamba-nogate": "C2", "soft
           "krr_full": "0.45", "krr_intrinsic": "0.2", "context_free": "k"}
 PANELS = (("He3", 16), ("He3", 32), ("He2", 16), ("He2", 32))
 COMPARISONS = (("mamba", "mamba-nonselective"), ("mamba", "mamba-nogate"), ("softmax-tf", "linear-tf"),
-               ("mamba", "softmax-tf"), ("mamba", "linear-tf"))
+               ("mamba", "softmax-tf"), ("mamba", "linear-tf"), ("mamba-nogate", "softmax-tf"))
 BEGIN, END = "<!-- seeds:begin -->", "<!-- seeds:end -->"
 
 
