@@ -67,16 +67,17 @@ RATIO_YLIM = (0.0, 1.25)       # error / zero: the models' range; a curve above 
 GAP_YLIM = (-1.0, 0.4)         # gap / zero at N = 64: likewise
 
 
-def off_scale(ax, x, v, ylim, color, text=None, left=False):
+def off_scale(ax, x, v, ylim, color, text=None, left=False, row=0):
     """Mark a value above or below the axes' fixed range with a triangle on the edge and its value,
     so that one exploding run (a frozen He2 Mamba) does not squash every other panel. The value is
-    written to the right of the mark, or to its left with left=True."""
+    written to the right of the mark, or to its left with left=True; row moves the text one line
+    further from the edge per step, so that neighbouring marks' values do not overlap."""
     lo, hi = ylim
     if lo <= v <= hi:
         return False
     edge, marker, va = (hi, "^", "top") if v > hi else (lo, "v", "bottom")
     ax.plot([x], [edge], marker, color=color, ms=7, clip_on=False, zorder=4)
-    ax.annotate(text or f"{v:+.1f}", (x, edge), xytext=(-5 if left else 5, -3 if v > hi else 3),
+    ax.annotate(text or f"{v:+.1f}", (x, edge), xytext=(-5 if left else 5, (-3 - 9 * row) if v > hi else (3 + 9 * row)),
                 textcoords="offset points", fontsize=7, color=color, va=va, ha="right" if left else "left")
     return True
 
@@ -138,7 +139,7 @@ def figures(runs, rows, base, out_dir):
             zero = base[(link, d)]["zero"][max(base[(link, d)]["zero"])][0]
             vals = [s["diff_cf"] / zero for _, s in per]
             for j, ((_, s), v) in enumerate(zip(per, vals)):
-                if not off_scale(ax, i + 0.12 * (j - 1), v, GAP_YLIM, COLORS[model], left=True):
+                if not off_scale(ax, i + 0.12 * (j - 1), v, GAP_YLIM, COLORS[model], left=True, row=j):
                     ax.errorbar(i + 0.12 * (j - 1), v, yerr=2 * s["se_cf"] / zero, fmt="o", ms=4,
                                 color=COLORS[model], mfc="white" if label.endswith("frozen") else COLORS[model],
                                 capsize=2, lw=0.8)
