@@ -173,7 +173,7 @@ def finish(fig, axes, runs, ylabel, title, path):
     plt.close(fig)
 
 
-def markdown(runs, rows, base):
+def markdown(runs, rows, base, comp):
     lines = ["#### Runs evaluated (seeds of 0, 1, 2)", "",
              "| link | d | " + " | ".join(MODELS) + " |", "|---|---|" + "---|" * len(MODELS)]
     for link, d in PANELS:
@@ -215,11 +215,12 @@ def markdown(runs, rows, base):
     lines += ["#### Model against model at N = 64 (error / zero; seed means, SE from both seed SEs)", "",
               "| comparison | " + " | ".join(f"{link}, d = {d}" for link, d in PANELS) + " |",
               "|---|" + "---|" * len(PANELS)]
+    at_Nmax = {(c["kind"], c["a"], c["b"], c["link"], c["d_a"]): c for c in comp if c["N"] == Nmax}
     for a, b in COMPARISONS:
         cells = []
         for link, d in PANELS:
-            diff, se, na, nb = S.difference(rows, a, b, link, d, Nmax)
-            cells.append("–" if math.isnan(diff) else f"{pm(diff, se)} ({na} vs {nb} seeds)")
+            c = at_Nmax.get(("models", a, b, link, d))
+            cells.append("–" if c is None else f"{pm(c['diff'], c['se'])} ({c['n_a']} vs {c['n_b']} seeds)")
         lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
     lines += ["", "#### Frozen selection minus the model itself (paired on the same prompts, by seed; "
               "error / zero)", "",
@@ -239,13 +240,8 @@ def markdown(runs, rows, base):
     for model in MODELS:
         cells = []
         for link in ("He3", "He2"):
-            r = {x["d"]: x for x in rows if x["label"] == model and x["link"] == link and x["N"] == Nmax}
-            if len(r) < 2:
-                cells.append("–")
-                continue
-            se = math.hypot(r[32]["over_zero_seed_se"], r[16]["over_zero_seed_se"])
-            cells.append(f"{pm(r[32]['over_zero'] - r[16]['over_zero'], se)} "
-                         f"({r[16]['n_seeds']} vs {r[32]['n_seeds']} seeds)")
+            c = at_Nmax.get(("d32_minus_d16", model, model, link, 32))
+            cells.append("–" if c is None else f"{pm(c['diff'], c['se'])} ({c['n_b']} vs {c['n_a']} seeds)")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     for method in ("krr_full", "krr_intrinsic"):
         cells = []
@@ -296,9 +292,10 @@ def main(argv=None):
     per_run = [dict(run=run["name"], label=label, link=run["link"], d=run["d"], seed=run["seed"], **s)
                for run in runs for label, s in S.run_summary(run).items()]
     write_csv(os.path.join(args.out, "runs.csv"), per_run)
-    write_csv(os.path.join(args.out, "differences.csv"), S.comparisons(rows, COMPARISONS, MODELS))
+    comp = S.comparisons(rows, COMPARISONS, MODELS)
+    write_csv(os.path.join(args.out, "differences.csv"), comp)
     figures(runs, rows, base, args.out)
-    text = markdown(runs, rows, base)
+    text = markdown(runs, rows, base, comp)
     atomic_write(os.path.join(args.out, "seeds.md"), text)
     if args.page:
         update_page(args.page, text)

@@ -176,9 +176,8 @@ def difference(rows, a, b, link, d, N):
     pick = {r["label"]: r for r in rows if r["link"] == link and r["d"] == d and r["N"] == N}
     if a not in pick or b not in pick:
         return math.nan, math.nan, pick.get(a, {}).get("n_seeds", 0), pick.get(b, {}).get("n_seeds", 0)
-    ra, rb = pick[a], pick[b]
-    return (ra["over_zero"] - rb["over_zero"], math.hypot(ra["over_zero_seed_se"], rb["over_zero_seed_se"]),
-            ra["n_seeds"], rb["n_seeds"])
+    diff, se, *_ = _welch_rows(pick[a], pick[b])
+    return diff, se, pick[a]["n_seeds"], pick[b]["n_seeds"]
 
 
 def t_two_sided_p(t, df):
@@ -240,6 +239,12 @@ def welch(mean_a, se_a, n_a, mean_b, se_b, n_b):
     return diff, se, t, df, t_two_sided_p(t, df)
 
 
+def _welch_rows(ra, rb):
+    """:func:`welch` of two rows of :func:`over_seeds` (their error over the zero predictor's)."""
+    return welch(ra["over_zero"], ra["over_zero_seed_se"], ra["n_seeds"],
+                 rb["over_zero"], rb["over_zero_seed_se"], rb["n_seeds"])
+
+
 def comparisons(rows, pairs, models):
     """Every model-against-model difference (``pairs`` of labels, at each (link, d, N)) and every
     d = 32 minus d = 16 difference (each of ``models`` at each (link, N)) of the seed means of the
@@ -252,12 +257,11 @@ def comparisons(rows, pairs, models):
         ra, rb = pick.get(ka), pick.get(kb)
         if ra is None or rb is None:
             return
-        diff, se, t, df, p = welch(ra["over_zero"], ra["over_zero_seed_se"], ra["n_seeds"],
-                                   rb["over_zero"], rb["over_zero_seed_se"], rb["n_seeds"])
+        diff, se, t, df, p = _welch_rows(ra, rb)
         out.append(dict(kind=kind, a=a, b=b, link=ka[1], d_a=ka[2], d_b=kb[2], N=ka[3], diff=diff, se=se,
                         t=t, df=df, p=p, n_a=ra["n_seeds"], n_b=rb["n_seeds"]))
 
-    keys = sorted({(r["link"], r["d"], r["N"]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted({(r["link"], r["d"], r["N"]) for r in rows})
     for a, b in pairs:
         for link, d, N in keys:
             add("models", a, b, (a, link, d, N), (b, link, d, N))
