@@ -162,41 +162,36 @@ def test_stale_temporaries_are_removed_on_start_and_resume(tmp_path):
     assert remove_stale_temporaries(tmp_path) == []
 
 
-def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
-    """An exception (Ctrl-C) inside the write: the old file stays whole, no temporary remains."""
-    cfg = MambaConfig(d_model=4, n_layer=1, d_in=2, d_out=1)
-    params = init_params(cfg, np.random.default_rng(0))
-    save_checkpoint(tmp_path / "c.npz", params, cfg, extra={"step": 1})
-
+def _raise_in_savez(real):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-
-    monkeypatch.setattr(np, "savez", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(tmp_path / "c.npz", params, cfg, extra={"step": 2})
-    monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "c.npz")[2]["step"] == 1 and os.listdir(tmp_path) == ["c.npz"]
+    return interrupted
 
 
+def _raise_after_replace(real):
+    def replaced_then_interrupted(src, dst):
+        real(src, dst)
+        raise KeyboardInterrupt
+    return replaced_then_interrupted
 
-def test_interrupt_just_after_the_rename_keeps_the_new_checkpoint(tmp_path, monkeypatch):
-    """Ctrl-C landing right after os.replace (seen in a fresh-clone run of the SIGINT test
-    below): the new checkpoint is in place, the temporary is gone, and the interrupt itself
-    propagates (not a FileNotFoundError from cleaning up a temporary that no longer exists)."""
+
+@pytest.mark.parametrize("target, attr, make, kept_step", [
+    # an exception (Ctrl-C) inside the write: the old file stays whole, no temporary remains
+    (np, "savez", _raise_in_savez, 1),
+    # Ctrl-C landing right after os.replace (seen in a fresh-clone run of the SIGINT test below):
+    # the new checkpoint is in place, the temporary is gone, and the interrupt itself propagates
+    # (not a FileNotFoundError from cleaning up a temporary that no longer exists)
+    (os, "replace", _raise_after_replace, 2),
+], ids=["inside_the_write", "just_after_the_rename"])
+def test_interrupted_save_keeps_one_whole_checkpoint(tmp_path, monkeypatch, target, attr, make, kept_step):
     cfg = MambaConfig(d_model=4, n_layer=1, d_in=2, d_out=1)
     params = init_params(cfg, np.random.default_rng(0))
     save_checkpoint(tmp_path / "c.npz", params, cfg, extra={"step": 1})
-    replace = os.replace
-
-    def replaced_then_interrupted(src, dst):
-        replace(src, dst)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(os, "replace", replaced_then_interrupted)
+    monkeypatch.setattr(target, attr, make(getattr(target, attr)))
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "c.npz", params, cfg, extra={"step": 2})
     monkeypatch.undo()
-    assert load_checkpoint(tmp_path / "c.npz")[2]["step"] == 2 and os.listdir(tmp_path) == ["c.npz"]
+    assert load_checkpoint(tmp_path / "c.npz")[2]["step"] == kept_step and os.listdir(tmp_path) == ["c.npz"]
 
 
 RUN = dict(TINY, steps=1500, ckpt_every=10, eval_every=500)
